@@ -1,0 +1,582 @@
+//! The typed configuration: `deploy.toml` merged with `environments/<env>.toml`.
+//!
+//! Every struct rejects unknown keys and every field has a documented default, so a minimal
+//! config is `[app] name = "web"`. Doc comments become the JSON Schema descriptions
+//! (`deployctl config --schema`), so keep them short and user-facing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration as StdDuration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole configuration of one application in one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The application being deployed.
+    pub app: App,
+    /// How to reach the Docker Engine.
+    #[serde(default)]
+    pub docker: DockerConfig,
+    /// Git checks and how the release version is derived.
+    #[serde(default)]
+    pub git: Git,
+    /// Checks that must pass before anything changes.
+    #[serde(default)]
+    pub prerequisites: Prerequisites,
+    /// Test commands run before the image is built.
+    #[serde(default)]
+    pub test: Test,
+    /// How the image is built.
+    #[serde(default)]
+    pub build: Build,
+    /// Release handling: retention, stop and drain times, locking.
+    #[serde(default)]
+    pub deploy: DeploySettings,
+    /// The built-in proxy that owns the public port and switches traffic.
+    #[serde(default)]
+    pub proxy: Proxy,
+    /// When a new release counts as healthy.
+    #[serde(default)]
+    pub health: Health,
+    /// The watch window after the switch.
+    #[serde(default)]
+    pub verify: Verify,
+    /// What happens when a deploy fails after the switch.
+    #[serde(default)]
+    pub rollback: Rollback,
+    /// Commands run at fixed points of a deploy (argv, never a shell unless `shell = true`).
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// Notification targets (`[[notify]]`).
+    #[serde(default)]
+    pub notify: Vec<Notify>,
+}
+
+/// The application.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    /// Name used in container, image, network and lock names: lowercase letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// The port the application listens on inside its container.
+    #[serde(default = "default_app_port")]
+    pub port: u16,
+    /// Environment variables passed to the application container.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names in `app.env` whose values are secret: redacted wherever printed.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
+}
+
+/// Docker Engine access.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Engine address (`unix:///var/run/docker.sock`, `tcp://host:2376`). Default: `DOCKER_HOST`, then the local socket.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// Git checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Git {
+    /// Refuse to deploy with uncommitted changes. When false, the version gets a `-dirty` suffix.
+    #[serde(default = "yes")]
+    pub require_clean: bool,
+    /// Branches allowed to deploy (globs such as `release/*`). Empty: any branch.
+    #[serde(default)]
+    pub branches: Vec<String>,
+    /// Require HEAD to be pushed to its upstream.
+    #[serde(default)]
+    pub require_pushed: bool,
+}
+
+/// Prerequisite checks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Prerequisites {
+    /// Tools that must be on PATH, with optional version constraints.
+    #[serde(default)]
+    pub tools: Vec<Tool>,
+    /// A dotenv file (relative to deploy.toml). Its values feed `${VAR}` and are always secret.
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
+    /// Variables that must be set in the process environment or the env file.
+    #[serde(default)]
+    pub required_env: Vec<String>,
+    /// Minimum free disk space on the Docker data volume, such as `2GiB`.
+    #[serde(default)]
+    pub min_free_disk: Option<ByteSize>,
+}
+
+/// A required tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// Program name looked up on PATH.
+    pub name: String,
+    /// Semver requirement, such as `>= 18.17.0`.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Arguments that make the tool print its version.
+    #[serde(default = "default_version_args")]
+    pub version_args: Vec<String>,
+}
+
+/// Test commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Test {
+    /// Commands run in order; the first failure stops the deploy.
+    #[serde(default)]
+    pub commands: Vec<CommandSpec>,
+    /// Time limit for each command.
+    #[serde(default = "default_test_timeout")]
+    pub timeout: Duration,
+}
+
+/// Image build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    /// Build context directory, relative to deploy.toml.
+    #[serde(default = "default_context")]
+    pub context: PathBuf,
+    /// Dockerfile path, relative to the context.
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: PathBuf,
+    /// Build arguments.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    /// Names in `build.args` whose values are secret.
+    #[serde(default)]
+    pub secret_args: Vec<String>,
+    /// Target stage of a multi-stage Dockerfile.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// Release handling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    /// Good releases whose containers and images are kept for rollback (at least 1).
+    #[serde(default = "default_keep_releases")]
+    pub keep_releases: u32,
+    /// Grace period between SIGTERM and SIGKILL when a container stops.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: Duration,
+    /// How long in-flight requests to the old release may finish after the switch.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Duration,
+    /// A lock older than this is reported as stale and may be broken.
+    #[serde(default = "default_lock_stale_after")]
+    pub lock_stale_after: Duration,
+}
+
+/// The built-in proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// Host address the proxy publishes: `PORT` or `IP:PORT`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Use this proxy image instead of building one from the deployctl binary.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// Health gating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// HTTP path polled on the new release.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Port polled inside the container. Default: `app.port`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Host header sent with each check.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time between two checks.
+    #[serde(default = "default_health_interval")]
+    pub interval: Duration,
+    /// Time limit of one check; must be shorter than `deadline`.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Duration,
+    /// Consecutive passing checks before the release counts as healthy.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failing checks after which the release counts as unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Overall time allowed for the release to become healthy.
+    #[serde(default = "default_health_deadline")]
+    pub deadline: Duration,
+    /// Status codes that count as passing.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: Vec<u16>,
+    /// A substring the response body must contain.
+    #[serde(default)]
+    pub expect_body: Option<String>,
+    /// A JSON value the body must hold at a JSON pointer.
+    #[serde(default)]
+    pub expect_json: Option<ExpectJson>,
+    /// A Docker HEALTHCHECK command for the container, as argv (`["/app", "--check"]`).
+    #[serde(default)]
+    pub docker_cmd: Option<Vec<String>>,
+}
+
+/// Equality of the JSON value at `pointer` with `equals`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectJson {
+    /// RFC 6901 pointer, such as `/status`.
+    pub pointer: String,
+    /// Expected value; compared with the JSON value (strings as-is, others by their JSON text).
+    pub equals: String,
+}
+
+/// The post-switch watch window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    /// How long to watch the new release after the switch; `0s` skips it.
+    #[serde(default = "default_verify_window")]
+    pub window: Duration,
+    /// Largest share of 5xx or failed proxied requests (0.0 to 1.0).
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
+    /// Largest p95 latency of proxied requests.
+    #[serde(default = "default_max_p95_latency")]
+    pub max_p95_latency: Duration,
+}
+
+/// Rollback behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// Switch back to the previous release at once when the verify window fails.
+    #[serde(default = "yes")]
+    pub automatic: bool,
+}
+
+/// Hook commands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Before the image build.
+    #[serde(default)]
+    pub pre_build: Vec<CommandSpec>,
+    /// After the new release is healthy, before the switch; a failure aborts the deploy.
+    #[serde(default)]
+    pub pre_deploy: Vec<CommandSpec>,
+    /// After a successful deploy.
+    #[serde(default)]
+    pub post_deploy: Vec<CommandSpec>,
+    /// After a failed deploy.
+    #[serde(default)]
+    pub on_failure: Vec<CommandSpec>,
+    /// After a rollback (automatic or manual).
+    #[serde(default)]
+    pub on_rollback: Vec<CommandSpec>,
+}
+
+/// A command: an argv array (`["npm", "test"]`), a string split like a shell would split words
+/// but run without one (`"npm test"`), or a table `{ run = "...", shell = true }` to run through `sh -c`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    Argv(Vec<String>),
+    Line(String),
+    Table(CommandTable),
+}
+
+/// A command given as a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTable {
+    /// The command line.
+    pub run: String,
+    /// Run through `sh -c` instead of splitting into argv.
+    #[serde(default)]
+    pub shell: bool,
+}
+
+/// A notification target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// The payload format.
+    pub kind: NotifyKind,
+    /// The webhook URL; always treated as secret.
+    pub url: String,
+    /// Events that trigger it. Default: all.
+    #[serde(default = "default_notify_on")]
+    pub on: Vec<NotifyEvent>,
+    /// Time limit of one delivery attempt.
+    #[serde(default = "default_notify_timeout")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    Slack,
+    Discord,
+    Webhook,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyEvent {
+    Success,
+    Failure,
+    Rollback,
+}
+
+/// A duration written as `500ms`, `2s`, `1m30s`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub StdDuration);
+
+impl Duration {
+    pub const fn from_secs(secs: u64) -> Self {
+        Duration(StdDuration::from_secs(secs))
+    }
+    pub const fn from_millis(ms: u64) -> Self {
+        Duration(StdDuration::from_millis(ms))
+    }
+    pub fn get(self) -> StdDuration {
+        self.0
+    }
+}
+
+impl std::str::FromStr for Duration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let trimmed = s.trim();
+        if trimmed == "0" {
+            return Ok(Duration(StdDuration::ZERO));
+        }
+        humantime::parse_duration(trimmed)
+            .map(Duration)
+            .map_err(|e| {
+                format!("`{s}` is not a duration ({e}); write it like `500ms`, `2s` or `1m30s`")
+            })
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration such as `500ms`, `2s`, `1m30s`.",
+            "pattern": "^\\s*(0|([0-9]+\\s*(ns|us|ms|s|m|h|d)\\s*)+)\\s*$"
+        })
+    }
+}
+
+/// A size written as `512MiB`, `2GiB`, `1GB` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let hint = || format!("`{s}` is not a size; write it like `512MiB`, `2GiB` or `1GB`");
+        let n: u64 = num.parse().map_err(|_| hint())?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            "tb" => 1_000_000_000_000,
+            "tib" | "t" => 1 << 40,
+            _ => return Err(hint()),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(hint)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{name}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A size such as `512MiB`, `2GiB`, `1GB`.",
+            "pattern": "^\\s*[0-9]+\\s*([KMGT]i?B?|B)?\\s*$"
+        })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_app_port() -> u16 {
+    8080
+}
+fn default_version_args() -> Vec<String> {
+    vec!["--version".into()]
+}
+fn default_test_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_context() -> PathBuf {
+    PathBuf::from(".")
+}
+fn default_dockerfile() -> PathBuf {
+    PathBuf::from("Dockerfile")
+}
+fn default_keep_releases() -> u32 {
+    5
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_lock_stale_after() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_listen() -> String {
+    "8080".into()
+}
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+fn default_health_deadline() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_expect_status() -> Vec<u16> {
+    vec![200]
+}
+fn default_verify_window() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+fn default_max_p95_latency() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_notify_on() -> Vec<NotifyEvent> {
+    vec![
+        NotifyEvent::Success,
+        NotifyEvent::Failure,
+        NotifyEvent::Rollback,
+    ]
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+macro_rules! default_from_serde {
+    ($($ty:ty),*) => {$(
+        impl Default for $ty {
+            // One source of truth for defaults: the serde attributes above.
+            fn default() -> Self {
+                toml::from_str("").expect("every field of this table has a default")
+            }
+        }
+    )*};
+}
+default_from_serde!(
+    Git,
+    Test,
+    Build,
+    DeploySettings,
+    Proxy,
+    Health,
+    Verify,
+    Rollback
+);
+
+impl Config {
+    /// The port health checks use.
+    pub fn health_port(&self) -> u16 {
+        self.health.port.unwrap_or(self.app.port)
+    }
+}
