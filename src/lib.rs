@@ -4,4 +4,8 @@
 //! and returns typed errors; `src/main.rs` and `src/commands/` turn those into output and exit codes.
 
 pub mod config;
+pub mod engine;
 pub mod error;
+pub mod health;
+pub mod proxy;
+pub mod redact;

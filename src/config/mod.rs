@@ -1,5 +1,6 @@
 //! Configuration: the typed schema and the loader that merges, interpolates and validates it.
 
+pub mod load;
 pub mod schema;
 
 pub use schema::*;

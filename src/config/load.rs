@@ -1,0 +1,1 @@
+//! Loading: parse deploy.toml and the environment overlay, merge, interpolate, validate.

@@ -1,0 +1,4 @@
+//! `Engine` over bollard.
+
+/// Connection to a Docker Engine.
+pub struct DockerEngine {}

@@ -1,0 +1,1 @@
+//! HTTP health checks: one probe, and the wait for `healthy_threshold` consecutive passes.

@@ -1,0 +1,1 @@
+//! Secret redaction: every value known to be secret is replaced by `***` wherever it is printed.
