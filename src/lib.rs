@@ -1,11 +1,26 @@
 //! deployctl: blue-green deployments on Docker.
 //!
-//! The library knows nothing of terminals: it reports progress through `output::Reporter`
-//! and returns typed errors; `src/main.rs` and `src/commands/` turn those into output and exit codes.
+//! The library knows nothing of terminals: it reports progress through `report::Reporter` and
+//! returns typed errors; `src/commands/` and `src/output.rs` turn those into output and exit codes.
 
+pub mod check;
+pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod deploy;
 pub mod engine;
 pub mod error;
 pub mod health;
+pub mod host;
+pub mod init;
+pub mod lock;
+pub mod names;
+pub mod output;
+pub mod plan;
 pub mod proxy;
 pub mod redact;
+pub mod remove;
+pub mod report;
+pub mod run;
+pub mod status;
+pub mod version;

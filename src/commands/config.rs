@@ -1,0 +1,45 @@
+use serde_json::json;
+
+use crate::check::run_checks;
+use crate::cli::{ConfigArgs, Global};
+use crate::engine::Engine;
+use crate::error::ExitCode;
+use crate::output::Output;
+
+pub fn config(g: &Global, out: &Output, args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    if args.schema {
+        let schema = crate::config::json_schema();
+        println!("{}", serde_json::to_string_pretty(&schema)?);
+        return Ok(ExitCode::Ok);
+    }
+    let loaded = super::load(g, out)?;
+    let effective = loaded.redacted_json();
+    let human = toml::to_string_pretty(&effective).unwrap_or_else(|_| serde_json::to_string_pretty(&effective).unwrap_or_default());
+    let files: Vec<String> = loaded.files.iter().map(|f| f.display().to_string()).collect();
+    let header = format!("# effective configuration of {} (secrets shown as ***)\n", files.join(" + "));
+    out.result(&format!("{header}{human}"), json!({ "env": loaded.env, "files": files, "config": effective }));
+    Ok(ExitCode::Ok)
+}
+
+pub async fn check(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
+    let loaded = super::load(g, out)?;
+    let engine = super::connect(&loaded).ok();
+    let checks = run_checks(&loaded, engine.as_ref().map(|e| e as &dyn Engine)).await;
+    let mut text = String::new();
+    for c in &checks {
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        text.push_str(&format!("{mark}  {:<10} {}\n", c.name, c.detail));
+        if let Some(fix) = c.fix.as_ref().filter(|_| !c.ok) {
+            text.push_str(&format!("      {:<10} fix: {fix}\n", ""));
+        }
+    }
+    let ok = checks.iter().all(|c| c.ok);
+    out.result(&text, json!({ "ok": ok, "checks": checks }));
+    Ok(if ok {
+        ExitCode::Ok
+    } else if checks.iter().any(|c| c.name == "docker" && !c.ok) {
+        ExitCode::DockerUnreachable
+    } else {
+        ExitCode::DeployFailed
+    })
+}

@@ -1,0 +1,835 @@
+//! Deploy and rollback: the executor of a plan, with failure handling.
+//!
+//! Invariant: until the switch, the live release is never touched, so any failure before it only
+//! has to stop the new container. After the switch, a failure switches back first and reports after.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{CommandSpec, Loaded};
+use crate::engine::{
+    BuildRequest, ContainerSpec, ContainerState, Engine, EngineError, HealthcheckSpec, RestartPolicy, labels,
+};
+use crate::error::Error;
+use crate::health::{HealthOutcome, ProbeResult};
+use crate::host::{self, engine_err, now_unix};
+use crate::lock;
+use crate::names::Names;
+use crate::plan::{self, DeployRequest, Observed, Plan, Step, command_argv};
+use crate::proxy::protocol::{Outcome, ReleaseRecord, SwitchRequest, Target};
+use crate::report::{Phase, Reporter};
+use crate::run;
+
+/// Everything one deploy or rollback works with.
+pub struct Session<'a> {
+    pub loaded: &'a Loaded,
+    pub engine: &'a dyn Engine,
+    pub reporter: &'a dyn Reporter,
+    pub names: Names,
+    /// What has been done so far, for cleanup after a signal.
+    pub progress: Arc<Mutex<Progress>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    pub lock_held: bool,
+    /// The container started by this run and its version.
+    pub started: Option<(String, String)>,
+    /// The live target before this run switched (set when a switch begins).
+    pub switched_from: Option<Target>,
+    pub switch_started: bool,
+    pub record: Option<ReleaseRecord>,
+    pub finished: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub version: Option<String>,
+    pub image: Option<String>,
+    pub skip_tests: bool,
+    pub lock_wait: Duration,
+}
+
+/// Details of why a release was refused.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FailureReport {
+    pub reason: String,
+    /// The last health responses.
+    pub probes: Vec<ProbeResult>,
+    pub container: Option<String>,
+    pub container_state: Option<ContainerState>,
+    /// The container's last log lines.
+    pub logs: Vec<String>,
+}
+
+impl FailureReport {
+    pub fn render(&self) -> String {
+        let mut out = format!("reason: {}\n", self.reason);
+        if !self.probes.is_empty() {
+            out.push_str("last health checks:\n");
+            for p in &self.probes {
+                let status = p.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+                out.push_str(&format!(
+                    "  {:>6} ms  status {status}  {}  {}\n",
+                    p.at_ms,
+                    p.error.as_deref().unwrap_or("ok"),
+                    p.body_head.chars().take(80).collect::<String>().replace('\n', " ")
+                ));
+            }
+        }
+        if let (Some(name), Some(s)) = (&self.container, &self.container_state) {
+            out.push_str(&format!(
+                "container {name}: {} (exit code {}, OOM killed {}, restarts {})\n",
+                s.status, s.exit_code, s.oom_killed, s.restart_count
+            ));
+        }
+        if !self.logs.is_empty() {
+            out.push_str(&format!("last {} log lines:\n", self.logs.len()));
+            for l in &self.logs {
+                out.push_str(&format!("  | {l}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// The outcome of a deploy or rollback, as printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub kind: String,
+    pub app: String,
+    pub env: String,
+    pub version: String,
+    pub color: String,
+    pub container: String,
+    pub url: String,
+    pub previous: Option<String>,
+    /// live, failed, rolled_back
+    pub outcome: String,
+    pub duration_ms: u64,
+    pub swap_ms: Option<f64>,
+    pub failure: Option<FailureReport>,
+}
+
+/// A failure while executing, with how far it got.
+struct Failed {
+    report: FailureReport,
+}
+
+impl From<anyhow::Error> for Failed {
+    fn from(e: anyhow::Error) -> Self {
+        Failed { report: FailureReport { reason: format!("{e:#}"), ..Default::default() } }
+    }
+}
+
+impl<'a> Session<'a> {
+    pub fn new(loaded: &'a Loaded, engine: &'a dyn Engine, reporter: &'a dyn Reporter) -> Self {
+        Session {
+            names: Names::new(&loaded.config.app.name, &loaded.env),
+            loaded,
+            engine,
+            reporter,
+            progress: Arc::default(),
+        }
+    }
+
+    fn progress(&self, f: impl FnOnce(&mut Progress)) {
+        if let Ok(mut p) = self.progress.lock() {
+            f(&mut p);
+        }
+    }
+
+    /// The environment hooks see.
+    fn hook_env(&self, version: &str, previous: Option<&str>, color: &str, outcome: &str) -> Vec<(String, String)> {
+        vec![
+            ("DEPLOYCTL_APP".into(), self.names.app.clone()),
+            ("DEPLOYCTL_ENV".into(), self.names.env.clone()),
+            ("DEPLOYCTL_VERSION".into(), version.into()),
+            ("DEPLOYCTL_PREVIOUS_VERSION".into(), previous.unwrap_or("").into()),
+            ("DEPLOYCTL_COLOR".into(), color.into()),
+            ("DEPLOYCTL_OUTCOME".into(), outcome.into()),
+        ]
+    }
+
+    async fn run_command(&self, source: &str, spec: (&[String], bool), env: &[(String, String)], timeout: Duration) -> Result<(), Failed> {
+        run::run(spec.0, spec.1, &self.loaded.root, env, timeout, source, self.reporter)
+            .await
+            .map_err(|f| Failed { report: FailureReport { reason: format!("{source} failed: {f}"), ..Default::default() } })
+    }
+
+    /// Observes the host, or says why it could not.
+    pub async fn observe(&self) -> anyhow::Result<Observed> {
+        host::observe(self.engine, &self.names).await
+    }
+}
+
+/// The plan `deploy` would follow. Docker being unreachable is not an error here.
+pub async fn preview_deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Result<Plan> {
+    let version = crate::version::resolve(opts.version.as_deref(), &session.loaded.root)?;
+    let (observed, proxy_image) = match session.engine.ping().await {
+        Ok(_) => (session.observe().await?, proxy_image_name(session)),
+        Err(e) => (Observed::unknown(e.to_string()), proxy_image_name(session)),
+    };
+    let req = DeployRequest { version, image: opts.image.clone(), skip_tests: opts.skip_tests, proxy_image };
+    Ok(plan::plan_deploy(session.loaded, &req, &observed))
+}
+
+/// The proxy image name without building it (for previews).
+fn proxy_image_name(session: &Session<'_>) -> String {
+    session.loaded.config.proxy.image.clone().unwrap_or_else(|| "deployctl-proxy (built from this binary)".into())
+}
+
+pub async fn preview_rollback(session: &Session<'_>, to: Option<&str>) -> anyhow::Result<Plan> {
+    session.engine.ping().await.map_err(engine_err)?;
+    let observed = session.observe().await?;
+    plan::plan_rollback(session.loaded, to, &observed, &proxy_image_name(session)).map_err(|m| Error::DeployFailed(m).into())
+}
+
+pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let config = &session.loaded.config;
+    let reporter = session.reporter;
+    let engine = session.engine;
+    let version = crate::version::resolve(opts.version.as_deref(), &session.loaded.root)?;
+    let phase = Phase::start(reporter, "docker", "connecting");
+    let info = engine.ping().await.map_err(engine_err)?;
+    phase.ok(format!("{} (API {})", info.host, info.api_version));
+
+    let observed = session.observe().await?;
+    let proxy_image = host::ensure_proxy_image(engine, config).await?;
+    let req = DeployRequest { version: version.clone(), image: opts.image.clone(), skip_tests: opts.skip_tests, proxy_image: proxy_image.clone() };
+    let first_plan = plan::plan_deploy(session.loaded, &req, &observed);
+    let env = session.hook_env(&version, observed.live.as_ref().map(|t| t.version.as_str()), &first_plan.color, "");
+
+    // Before the lock: tests and the build change nothing on the host that serves.
+    for step in &first_plan.steps {
+        let result = match step {
+            Step::RunTest { command, shell, .. } => {
+                let phase = Phase::start(reporter, "test", shell_words::join(command));
+                let r = session.run_command("test", (command, *shell), &env, config.test.timeout.get()).await;
+                finish(phase, &r);
+                r
+            }
+            Step::RunHook { hook, command, shell } if hook == "pre_build" => {
+                let phase = Phase::start(reporter, "hook", format!("pre_build: {}", shell_words::join(command)));
+                let r = session.run_command("pre_build", (command, *shell), &env, config.test.timeout.get()).await;
+                finish(phase, &r);
+                r
+            }
+            Step::BuildImage { image, .. } => build(session, image, &version).await,
+            Step::UseImage { image } => match engine.image_exists(image).await.map_err(engine_err)? {
+                true => Ok(()),
+                false => Err(Failed::from(anyhow::anyhow!("image {image} does not exist on the Docker host"))),
+            },
+            Step::AcquireLock { .. } => break,
+            _ => Ok(()),
+        };
+        if let Err(failed) = result {
+            return Ok(failed_report(session, &first_plan, started, failed.report, "failed"));
+        }
+    }
+
+    let phase = Phase::start(reporter, "lock", session.names.lock());
+    let stale_after = config.deploy.lock_stale_after.get();
+    lock::acquire(engine, &session.names, &proxy_image, &format!("deploy {version}"), opts.lock_wait, stale_after, false).await?;
+    session.progress(|p| p.lock_held = true);
+    phase.ok("");
+
+    let result = deploy_locked(session, &req, started).await;
+    // The lock goes whatever happened; a failure to release is reported, not hidden.
+    if let Err(e) = lock::release(engine, &session.names, false).await {
+        reporter.warn(format!("could not release the lock: {e:#}"));
+    }
+    session.progress(|p| {
+        p.lock_held = false;
+        p.finished = true;
+    });
+    let report = result?;
+    let hooks = if report.ok { &config.hooks.post_deploy } else { &config.hooks.on_failure };
+    let hook_name = if report.ok { "post_deploy" } else { "on_failure" };
+    let env = session.hook_env(&report.version, report.previous.as_deref(), &report.color, &report.outcome);
+    run_hooks(session, hook_name, hooks, &env).await;
+    if report.outcome == "rolled_back" {
+        run_hooks(session, "on_rollback", &config.hooks.on_rollback, &env).await;
+    }
+    Ok(report)
+}
+
+fn finish(phase: Phase<'_>, r: &Result<(), Failed>) {
+    match r {
+        Ok(()) => phase.ok(""),
+        Err(f) => phase.failed(f.report.reason.lines().next().unwrap_or("").to_string()),
+    }
+}
+
+/// Hooks after the outcome is known: a failure is reported, never turned into another outcome.
+async fn run_hooks(session: &Session<'_>, name: &str, hooks: &[CommandSpec], env: &[(String, String)]) {
+    for spec in hooks {
+        let (argv, shell) = command_argv(spec);
+        let phase = Phase::start(session.reporter, "hook", format!("{name}: {}", shell_words::join(&argv)));
+        let r = session.run_command(name, (&argv, shell), env, session.loaded.config.test.timeout.get()).await;
+        if let Err(f) = &r {
+            session.reporter.warn(format!("{name} hook failed: {}", f.report.reason));
+        }
+        finish(phase, &r);
+    }
+}
+
+async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<(), Failed> {
+    let config = &session.loaded.config;
+    let phase = Phase::start(session.reporter, "build", image.to_string());
+    let mut image_labels = session.names.labels("app");
+    image_labels.insert(labels::VERSION.into(), version.into());
+    image_labels.insert(labels::CREATED.into(), now_unix().to_string());
+    if let Ok(git) = crate::version::git_state(&session.loaded.root) {
+        image_labels.insert("deployctl.git-sha".into(), git.sha);
+    }
+    let req = BuildRequest {
+        context_dir: session.loaded.root.join(&config.build.context),
+        dockerfile: config.build.dockerfile.clone(),
+        tag: image.to_string(),
+        args: config.build.args.clone(),
+        target: config.build.target.clone(),
+        labels: image_labels,
+    };
+    let reporter = session.reporter;
+    let log = move |line: &str| reporter.line("build", line);
+    match session.engine.build_image(&req, &log).await {
+        Ok(()) => {
+            phase.ok("");
+            Ok(())
+        }
+        Err(e) => {
+            phase.failed(e.to_string());
+            Err(Failed { report: FailureReport { reason: e.to_string(), ..Default::default() } })
+        }
+    }
+}
+
+fn failed_report(session: &Session<'_>, plan: &Plan, started: Instant, failure: FailureReport, outcome: &str) -> Report {
+    Report {
+        ok: false,
+        kind: plan.kind.clone(),
+        app: session.names.app.clone(),
+        env: session.names.env.clone(),
+        version: plan.version.clone(),
+        color: plan.color.clone(),
+        container: plan.container.clone(),
+        url: plan.url.clone(),
+        previous: plan.previous.as_ref().map(|p| p.version.clone()),
+        outcome: outcome.into(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        swap_ms: None,
+        failure: Some(failure),
+    }
+}
+
+async fn deploy_locked(session: &Session<'_>, req: &DeployRequest, started: Instant) -> anyhow::Result<Report> {
+    // Someone may have deployed between our first look and the lock: plan again from what is there now.
+    let observed = session.observe().await?;
+    let plan = plan::plan_deploy(session.loaded, req, &observed);
+    let lock_at = plan.steps.iter().position(|s| matches!(s, Step::AcquireLock { .. })).unwrap_or(0);
+    execute(session, &plan, &observed, &plan.steps[lock_at + 1..], started, &req.proxy_image).await
+}
+
+pub async fn rollback(session: &Session<'_>, to: Option<&str>, lock_wait: Duration) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let config = &session.loaded.config;
+    let engine = session.engine;
+    engine.ping().await.map_err(engine_err)?;
+    let proxy_image = host::ensure_proxy_image(engine, config).await?;
+    let phase = Phase::start(session.reporter, "lock", session.names.lock());
+    let reason = format!("rollback{}", to.map(|v| format!(" to {v}")).unwrap_or_default());
+    lock::acquire(engine, &session.names, &proxy_image, &reason, lock_wait, config.deploy.lock_stale_after.get(), false).await?;
+    session.progress(|p| p.lock_held = true);
+    phase.ok("");
+    let result = async {
+        let observed = session.observe().await?;
+        let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image).map_err(Error::DeployFailed)?;
+        execute(session, &plan, &observed, &plan.steps[1..], started, &proxy_image).await
+    }
+    .await;
+    if let Err(e) = lock::release(engine, &session.names, false).await {
+        session.reporter.warn(format!("could not release the lock: {e:#}"));
+    }
+    session.progress(|p| {
+        p.lock_held = false;
+        p.finished = true;
+    });
+    let report = result?;
+    if report.ok {
+        let env = session.hook_env(&report.version, report.previous.as_deref(), &report.color, "rolled_back");
+        run_hooks(session, "on_rollback", &config.hooks.on_rollback, &env).await;
+    }
+    Ok(report)
+}
+
+/// Runs the steps after the lock. Returns a report for release failures; errors are for
+/// problems that make the run itself impossible (Docker gone, signals).
+async fn execute(
+    session: &Session<'_>,
+    plan: &Plan,
+    observed: &Observed,
+    steps: &[Step],
+    started: Instant,
+    proxy_image: &str,
+) -> anyhow::Result<Report> {
+    let engine = session.engine;
+    let names = &session.names;
+    let config = &session.loaded.config;
+    let reporter = session.reporter;
+    let mut record = ReleaseRecord {
+        id: format!("{}-{}", now_unix(), std::process::id()),
+        version: plan.version.clone(),
+        image: plan.image.clone(),
+        color: plan.color.clone(),
+        container: plan.container.clone(),
+        git_sha: crate::version::git_state(&session.loaded.root).ok().map(|g| g.sha),
+        author: Some(lock::whoami().0),
+        started_at: now_unix(),
+        finished_at: None,
+        duration_ms: None,
+        outcome: Outcome::InProgress,
+        reason: if plan.kind == "rollback" { Some("rollback".into()) } else { None },
+    };
+    let new_target = host::target_for(config, &plan.container, &plan.version, &plan.color);
+    let mut swap_ms = None;
+    let mut switched = false;
+
+    for step in steps {
+        let outcome: Result<(), Failed> = match step {
+            Step::EnsureNetwork { network } => {
+                engine.ensure_network(network, &names.labels("network")).await.map_err(engine_err)?;
+                Ok(())
+            }
+            Step::EnsureProxy { .. } => {
+                let phase = Phase::start(reporter, "proxy", names.proxy());
+                host::ensure_proxy(engine, session.loaded, names, proxy_image).await?;
+                phase.ok(config.proxy.listen.clone());
+                mark_interrupted_releases(session, observed).await;
+                host::proxy_record(engine, names, &record).await?;
+                session.progress(|p| p.record = Some(record.clone()));
+                Ok(())
+            }
+            Step::RemoveContainer { container, .. } => {
+                match engine.remove_container(container, true).await {
+                    Ok(()) | Err(EngineError::NotFound(_)) => {}
+                    Err(e) => return Err(engine_err(e)),
+                }
+                Ok(())
+            }
+            Step::StartRelease { container, image, color, version, network, reuse, .. } => {
+                let phase = Phase::start(reporter, "start", format!("{container} ({version})"));
+                if !reuse {
+                    let spec = release_spec(session, container, image, color, version, network);
+                    engine.create_container(&spec).await.map_err(engine_err)?;
+                }
+                session.progress(|p| p.started = Some((container.clone(), version.clone())));
+                let r = engine.start_container(container).await.map_err(|e| Failed::from(engine_err(e)));
+                finish(phase, &r);
+                r
+            }
+            Step::WaitHealthy { .. } => {
+                let phase = Phase::start(reporter, "health", plan.health_url.clone());
+                let r = watch_health(session, &plan.container, None).await;
+                finish(phase, &r);
+                r
+            }
+            Step::RunHook { hook, command, shell } => {
+                let env = session.hook_env(&plan.version, plan.previous.as_ref().map(|p| p.version.as_str()), &plan.color, "");
+                let phase = Phase::start(reporter, "hook", format!("{hook}: {}", shell_words::join(command)));
+                let r = session.run_command(hook, (command, *shell), &env, config.test.timeout.get()).await;
+                finish(phase, &r);
+                r
+            }
+            Step::Switch { .. } => {
+                let phase = Phase::start(reporter, "switch", format!("-> {}", plan.container));
+                session.progress(|p| {
+                    p.switched_from = observed.live.clone();
+                    p.switch_started = true;
+                });
+                match switch_to(session, &new_target).await {
+                    Ok(ms) => {
+                        swap_ms = Some(ms);
+                        switched = true;
+                        phase.ok(format!("swapped in {ms:.0} ms"));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        phase.failed(format!("{e:#}"));
+                        Err(Failed::from(e))
+                    }
+                }
+            }
+            Step::Verify { window, .. } => {
+                let phase = Phase::start(reporter, "verify", format!("watching for {window}"));
+                let r = verify(session, &plan.container).await;
+                finish(phase, &r);
+                r
+            }
+            Step::StopContainer { container, .. } => {
+                let phase = Phase::start(reporter, "stop", container.clone());
+                match engine.stop_container(container, config.deploy.stop_timeout.get()).await {
+                    Ok(()) | Err(EngineError::NotFound(_)) => phase.ok("kept for rollback"),
+                    // The new release already serves: a stop failure is worth a warning, not a rollback.
+                    Err(e) => {
+                        reporter.warn(format!("could not stop {container}: {e}"));
+                        phase.failed(e.to_string());
+                    }
+                }
+                Ok(())
+            }
+            Step::RecordRelease { .. } => {
+                record.outcome = Outcome::Live;
+                record.finished_at = Some(now_unix());
+                record.duration_ms = Some(started.elapsed().as_millis() as u64);
+                if plan.kind == "rollback"
+                    && let Some(prev) = observed.live.as_ref()
+                {
+                    mark_version(session, observed, &prev.version, Outcome::RolledBack, "rolled back").await;
+                }
+                host::proxy_record(engine, names, &record).await?;
+                Ok(())
+            }
+            Step::Prune { images } => {
+                prune(session, images).await;
+                Ok(())
+            }
+            // Taken before `execute`; released by the caller whatever happens.
+            Step::AcquireLock { .. } | Step::ReleaseLock { .. } => Ok(()),
+            // Post-outcome hooks and notifications are run by the caller.
+            Step::RunTest { .. } | Step::BuildImage { .. } | Step::UseImage { .. } | Step::Notify { .. } => Ok(()),
+        };
+        if let Err(failed) = outcome {
+            return Ok(handle_failure(session, plan, observed, &new_target, record, switched, started, failed.report).await);
+        }
+    }
+    Ok(Report {
+        ok: true,
+        kind: plan.kind.clone(),
+        app: names.app.clone(),
+        env: names.env.clone(),
+        version: plan.version.clone(),
+        color: plan.color.clone(),
+        container: plan.container.clone(),
+        url: plan.url.clone(),
+        previous: plan.previous.as_ref().map(|p| p.version.clone()),
+        outcome: "live".into(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        swap_ms,
+        failure: None,
+    })
+}
+
+/// Puts traffic back where it was (if the switch happened), keeps the failed container stopped for
+/// inspection, and records why.
+#[allow(clippy::too_many_arguments)]
+async fn handle_failure(
+    session: &Session<'_>,
+    plan: &Plan,
+    observed: &Observed,
+    new_target: &Target,
+    mut record: ReleaseRecord,
+    switched: bool,
+    started: Instant,
+    mut failure: FailureReport,
+) -> Report {
+    let engine = session.engine;
+    let config = &session.loaded.config;
+    let mut outcome = "failed";
+    if failure.container_state.is_none()
+        && let Ok(Some(info)) = engine.inspect_container(&plan.container).await
+    {
+        failure.container = Some(plan.container.clone());
+        failure.container_state = Some(info.state);
+    }
+    if failure.logs.is_empty() {
+        failure.logs = engine.logs_tail(&plan.container, 50).await.unwrap_or_default();
+    }
+    if switched {
+        match (&observed.live, config.rollback.automatic) {
+            (Some(previous), true) => {
+                let phase = Phase::start(session.reporter, "rollback", format!("-> {}", previous.container));
+                match switch_to(session, previous).await {
+                    Ok(_) => {
+                        phase.ok(format!("rolled back to {}", previous.version));
+                        outcome = "rolled_back";
+                        failure.reason = format!("{}; rolled back to {}", failure.reason, previous.version);
+                        mark_version(session, observed, &previous.version, Outcome::Live, "").await;
+                    }
+                    Err(e) => {
+                        phase.failed(format!("{e:#}"));
+                        failure.reason = format!("{}; switching back to {} FAILED: {e:#}", failure.reason, previous.version);
+                    }
+                }
+            }
+            (Some(previous), false) => {
+                failure.reason = format!(
+                    "{}; {} still serves (rollback.automatic is off)\n  hint: `deployctl rollback` goes back to {}",
+                    failure.reason, plan.version, previous.version
+                );
+            }
+            (None, _) => {
+                failure.reason = format!("{}; there is no earlier release to go back to, {} still serves", failure.reason, plan.version);
+            }
+        }
+    }
+    let new_still_live = switched && outcome != "rolled_back";
+    if !new_still_live && !is_reused_live(observed, &plan.container) {
+        let _ = engine.stop_container(&plan.container, config.deploy.stop_timeout.get()).await;
+    }
+    record.outcome = if outcome == "rolled_back" { Outcome::RolledBack } else { Outcome::Failed };
+    record.finished_at = Some(now_unix());
+    record.duration_ms = Some(started.elapsed().as_millis() as u64);
+    record.reason = Some(failure.reason.clone());
+    if let Err(e) = host::proxy_record(engine, &session.names, &record).await {
+        session.reporter.warn(format!("could not record the failed release: {e:#}"));
+    }
+    let _ = new_target;
+    failed_report(session, plan, started, failure, outcome)
+}
+
+fn is_reused_live(observed: &Observed, container: &str) -> bool {
+    observed.live.as_ref().is_some_and(|l| l.container == container)
+}
+
+fn release_spec(session: &Session<'_>, container: &str, image: &str, color: &str, version: &str, network: &str) -> ContainerSpec {
+    let loaded = session.loaded;
+    let config = &loaded.config;
+    let mut container_labels = session.names.labels("app");
+    container_labels.extend([
+        (labels::COLOR.to_string(), color.to_string()),
+        (labels::VERSION.to_string(), version.to_string()),
+        (labels::CREATED.to_string(), now_unix().to_string()),
+        (labels::DEPLOY_ID.to_string(), format!("{}-{}", now_unix(), std::process::id())),
+    ]);
+    // Env file first, then app.env, then what deployctl itself tells the app.
+    let mut env: Vec<(String, String)> = loaded.env_file_vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend(config.app.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.push(("DEPLOYCTL_VERSION".into(), version.into()));
+    env.push(("DEPLOYCTL_COLOR".into(), color.into()));
+    let h = &config.health;
+    ContainerSpec {
+        name: container.to_string(),
+        image: image.to_string(),
+        labels: container_labels,
+        env,
+        cmd: None,
+        network: Some(network.to_string()),
+        network_aliases: vec![],
+        ports: vec![],
+        restart_policy: RestartPolicy::UnlessStopped,
+        healthcheck: h.docker_cmd.as_ref().map(|cmd| HealthcheckSpec {
+            test: std::iter::once("CMD".to_string()).chain(cmd.iter().cloned()).collect(),
+            interval: h.interval.get(),
+            timeout: h.timeout.get(),
+            retries: h.unhealthy_threshold,
+        }),
+        mounts: vec![],
+        stop_timeout: Some(config.deploy.stop_timeout.get()),
+    }
+}
+
+/// Health checks from inside the proxy, raced against the container crashing.
+async fn watch_health(session: &Session<'_>, container: &str, window: Option<Duration>) -> Result<(), Failed> {
+    let spec = host::health_spec(&session.loaded.config, container);
+    let last: Arc<Mutex<VecDeque<ProbeResult>>> = Arc::default();
+    let reporter = session.reporter;
+    let keep = last.clone();
+    let on_probe = move |p: &ProbeResult| {
+        reporter.event(crate::report::Event::Probe { probe: p.clone() });
+        if let Ok(mut l) = keep.lock() {
+            if l.len() == 5 {
+                l.pop_front();
+            }
+            l.push_back(p.clone());
+        }
+    };
+    let health = host::proxy_health(session.engine, &session.names, &spec, window, &on_probe);
+    let reason = tokio::select! {
+        outcome = health => match outcome {
+            Ok(HealthOutcome::Healthy { .. }) => return Ok(()),
+            Ok(HealthOutcome::Unhealthy { reason, .. }) => format!("health check failed: {reason}"),
+            Ok(HealthOutcome::DeadlineExceeded { .. }) => format!(
+                "not healthy within {} ({} consecutive passing checks needed)",
+                session.loaded.config.health.deadline, session.loaded.config.health.healthy_threshold
+            ),
+            Err(e) => format!("health checks could not run: {e:#}"),
+        },
+        crash = crashed(session.engine, container) => crash,
+    };
+    let probes = last.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default();
+    let mut report = FailureReport { reason, probes, container: Some(container.to_string()), ..Default::default() };
+    if let Ok(Some(info)) = session.engine.inspect_container(container).await {
+        report.container_state = Some(info.state);
+    }
+    report.logs = session.engine.logs_tail(container, 50).await.unwrap_or_default();
+    Err(Failed { report })
+}
+
+/// Resolves when the container stops running or restarts (a crash loop); never otherwise.
+async fn crashed(engine: &dyn Engine, container: &str) -> String {
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match engine.inspect_container(container).await {
+            Ok(None) => return format!("container {container} disappeared"),
+            Ok(Some(info)) => {
+                let s = &info.state;
+                if s.oom_killed {
+                    return format!("container {container} was killed for lack of memory (OOM)");
+                }
+                if s.restart_count > 0 {
+                    return format!(
+                        "container {container} is crash-looping: restarted {} time(s), last exit code {}",
+                        s.restart_count, s.exit_code
+                    );
+                }
+                if !s.running && s.status != "created" {
+                    return format!("container {container} exited with code {}", s.exit_code);
+                }
+            }
+            // A passing engine hiccup is not a crash.
+            Err(_) => {}
+        }
+    }
+}
+
+async fn switch_to(session: &Session<'_>, target: &Target) -> anyhow::Result<f64> {
+    let config = &session.loaded.config;
+    let req = SwitchRequest {
+        target: target.clone(),
+        health_path: config.health.path.clone(),
+        health_host: config.health.host.clone(),
+        expect_status: config.health.expect_status.clone(),
+        drain_timeout_ms: config.deploy.drain_timeout.get().as_millis() as u64,
+    };
+    let result = host::proxy_switch(session.engine, &session.names, &req).await?;
+    if result.abandoned > 0 {
+        session.reporter.warn(format!(
+            "{} request(s) to the previous release were still open after drain_timeout",
+            result.abandoned
+        ));
+    }
+    Ok(result.swap_ms)
+}
+
+/// The watch window after the switch: health keeps passing, and the proxy's figures for the new
+/// release stay under the limits.
+async fn verify(session: &Session<'_>, container: &str) -> Result<(), Failed> {
+    let v = &session.loaded.config.verify;
+    if v.window.get().is_zero() {
+        return Ok(());
+    }
+    watch_health(session, container, Some(v.window.get())).await?;
+    let status = host::proxy_status(session.engine, &session.names).await?;
+    let Some(stats) = status.targets.iter().find(|t| t.container == container) else {
+        return Ok(());
+    };
+    if stats.requests > 0 {
+        let rate = stats.errors as f64 / stats.requests as f64;
+        if rate > v.max_error_rate {
+            return Err(Failed::from(anyhow::anyhow!(
+                "error rate {:.1}% ({} of {} requests) is above verify.max_error_rate {:.1}%",
+                rate * 100.0,
+                stats.errors,
+                stats.requests,
+                v.max_error_rate * 100.0
+            )));
+        }
+        let max_ms = v.max_p95_latency.get().as_secs_f64() * 1000.0;
+        if stats.p95_ms > max_ms {
+            return Err(Failed::from(anyhow::anyhow!(
+                "p95 latency {:.0} ms is above verify.max_p95_latency {}",
+                stats.p95_ms,
+                v.max_p95_latency
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Releases left in progress by an interrupted run become failed.
+async fn mark_interrupted_releases(session: &Session<'_>, observed: &Observed) {
+    for r in observed.releases.iter().filter(|r| r.outcome == Outcome::InProgress) {
+        let mut r = r.clone();
+        r.outcome = Outcome::Failed;
+        r.reason = Some("interrupted".into());
+        r.finished_at = Some(now_unix());
+        let _ = host::proxy_record(session.engine, &session.names, &r).await;
+    }
+}
+
+/// Sets the outcome of the newest record of `version`.
+async fn mark_version(session: &Session<'_>, observed: &Observed, version: &str, outcome: Outcome, reason: &str) {
+    let current = host::proxy_releases(session.engine, &session.names)
+        .await
+        .unwrap_or_else(|_| observed.releases.clone());
+    if let Some(r) = current.iter().rev().find(|r| r.version == version && r.outcome != Outcome::Failed) {
+        let mut r = r.clone();
+        r.outcome = outcome;
+        if !reason.is_empty() {
+            r.reason = Some(reason.into());
+        }
+        if let Err(e) = host::proxy_record(session.engine, &session.names, &r).await {
+            session.reporter.warn(format!("could not update the ledger for {version}: {e:#}"));
+        }
+    }
+}
+
+/// Removes old images and the stopped containers made from them; failures are warnings.
+async fn prune(session: &Session<'_>, images: &[String]) {
+    let engine = session.engine;
+    let phase = Phase::start(session.reporter, "prune", images.join(", "));
+    let scope = [
+        (labels::APP, session.names.app.as_str()),
+        (labels::ENV, session.names.env.as_str()),
+        (labels::ROLE, "app"),
+    ];
+    let containers = engine.list_containers(&scope).await.unwrap_or_default();
+    for image in images {
+        for c in containers.iter().filter(|c| &c.image == image && !c.state.running) {
+            let _ = engine.remove_container(&c.name, false).await;
+        }
+        if let Err(e) = engine.remove_image(image).await {
+            session.reporter.warn(format!("could not prune {image}: {e}"));
+        }
+    }
+    phase.ok("");
+}
+
+/// After SIGINT/SIGTERM: traffic back on the old release, the new container stopped, the lock
+/// released. Bounded in time by the caller.
+pub async fn recover(session: &Session<'_>) {
+    let progress = session.progress.lock().map(|p| p.clone()).unwrap_or_default();
+    if progress.finished {
+        return;
+    }
+    let engine = session.engine;
+    if progress.switch_started
+        && let Some(previous) = &progress.switched_from
+    {
+        match switch_to(session, previous).await {
+            Ok(_) => session.reporter.info(format!("traffic is back on {}", previous.version)),
+            Err(e) => session.reporter.warn(format!("could not switch back to {}: {e:#}", previous.version)),
+        }
+    }
+    let new_is_live = progress.switch_started && progress.switched_from.is_none();
+    if let Some((container, _)) = &progress.started
+        && !new_is_live
+    {
+        let _ = engine.stop_container(container, Duration::from_secs(2)).await;
+    }
+    if let Some(mut record) = progress.record.clone() {
+        record.outcome = Outcome::Failed;
+        record.reason = Some("interrupted".into());
+        record.finished_at = Some(now_unix());
+        let _ = host::proxy_record(engine, &session.names, &record).await;
+    }
+    if progress.lock_held {
+        let _ = lock::release(engine, &session.names, false).await;
+    }
+}

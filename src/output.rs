@@ -1,0 +1,291 @@
+//! The one place that decides what reaches the terminal: human progress (indicatif on a TTY,
+//! plain lines otherwise), one JSON document with `--output json`, and tracing logs on stderr.
+//! Every string passes through the redactor on its way out.
+
+use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use console::style;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::error::{ConfigErrors, Error, exit_code_of};
+use crate::redact::Redactor;
+use crate::report::{Event, Reporter};
+
+/// Secrets known so far; used by every printer, including tracing's writer.
+static REDACTOR: RwLock<Option<Redactor>> = RwLock::new(None);
+
+pub fn set_redactor(redactor: Redactor) {
+    if let Ok(mut r) = REDACTOR.write() {
+        *r = Some(redactor);
+    }
+}
+
+pub fn redact(text: &str) -> String {
+    match REDACTOR.read() {
+        Ok(guard) => match guard.as_ref() {
+            Some(r) => r.redact(text).into_owned(),
+            None => text.to_string(),
+        },
+        Err(_) => text.to_string(),
+    }
+}
+
+/// Redacts every string inside a JSON value.
+pub fn redact_json(value: &mut Value) {
+    match value {
+        Value::String(s) => *s = redact(s),
+        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        Value::Object(map) => map.values_mut().for_each(redact_json),
+        _ => {}
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+pub struct Output {
+    pub format: Format,
+    quiet: bool,
+    verbose: u8,
+    /// Spinners only on an interactive stderr.
+    interactive: bool,
+    spinner: Mutex<Option<ProgressBar>>,
+    /// Events kept for the JSON document.
+    events: Mutex<Vec<Value>>,
+}
+
+impl Output {
+    pub fn new(format: Format, color: ColorChoice, quiet: bool, verbose: u8) -> Self {
+        let stderr_tty = std::io::stderr().is_terminal();
+        let colored = match color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        };
+        console::set_colors_enabled(colored);
+        console::set_colors_enabled_stderr(colored);
+        Output {
+            format,
+            quiet,
+            verbose,
+            interactive: stderr_tty && format == Format::Human && !quiet,
+            spinner: Mutex::new(None),
+            events: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Installs the tracing subscriber: `DEPLOYCTL_LOG` wins, else -v levels; logs go to stderr, redacted.
+    pub fn init_logging(&self) {
+        let level = match self.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_env("DEPLOYCTL_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("deployctl={level},warn")));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(|| RedactingWriter)
+            .with_target(false)
+            .try_init();
+    }
+
+    fn stderr_line(&self, line: &str) {
+        let line = redact(line);
+        let spinner = self.spinner.lock().ok();
+        match spinner.as_ref().and_then(|s| s.as_ref()) {
+            Some(bar) => bar.println(line),
+            None => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+        }
+    }
+
+    fn set_spinner(&self, message: Option<String>) {
+        let Ok(mut slot) = self.spinner.lock() else { return };
+        match message {
+            Some(msg) => {
+                let bar = slot.get_or_insert_with(|| {
+                    let bar = ProgressBar::new_spinner();
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                    bar
+                });
+                bar.set_message(redact(&msg));
+            }
+            None => {
+                if let Some(bar) = slot.take() {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }
+
+    fn spinner_detail(&self, detail: &str) {
+        if let Ok(slot) = self.spinner.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            let current = bar.message();
+            let head = current.split(" · ").next().unwrap_or("").to_string();
+            let detail: String = redact(detail).chars().take(80).collect();
+            bar.set_message(format!("{head} · {detail}"));
+        }
+    }
+
+    /// The final result of a command: text for humans on stdout, or the JSON document.
+    pub fn result(&self, human: &str, json: Value) {
+        self.set_spinner(None);
+        match self.format {
+            Format::Human => {
+                if !human.is_empty() {
+                    println!("{}", redact(human).trim_end());
+                }
+            }
+            Format::Json => {
+                let mut doc = json;
+                if let Value::Object(map) = &mut doc
+                    && let Ok(events) = self.events.lock()
+                    && !events.is_empty()
+                {
+                    map.insert("events".into(), Value::Array(events.clone()));
+                }
+                redact_json(&mut doc);
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into()));
+            }
+        }
+    }
+
+    /// Reports an error that ends the command, and returns its exit code.
+    pub fn error(&self, err: &anyhow::Error) -> i32 {
+        self.set_spinner(None);
+        let code = exit_code_of(err) as i32;
+        let config_errors = err.chain().find_map(|e| match e.downcast_ref::<Error>() {
+            Some(Error::Config(errs)) => Some(errs),
+            _ => e.downcast_ref::<ConfigErrors>(),
+        });
+        match self.format {
+            Format::Human => {
+                let text = match config_errors {
+                    Some(errs) => errs.to_string(),
+                    None => format!("{err:#}"),
+                };
+                let mut lines = text.trim_end().lines();
+                if let Some(first) = lines.next() {
+                    self.stderr_line(&format!("{} {first}", style("error:").red().bold()));
+                }
+                for line in lines {
+                    self.stderr_line(line);
+                }
+            }
+            Format::Json => {
+                let mut doc = serde_json::json!({
+                    "ok": false,
+                    "exit_code": code,
+                    "error": format!("{err:#}"),
+                });
+                if let Some(errs) = config_errors {
+                    doc["errors"] = serde_json::to_value(&errs.0).unwrap_or(Value::Null);
+                }
+                self.result("", doc);
+            }
+        }
+        code
+    }
+
+    pub fn warn(&self, message: &str) {
+        self.event(Event::Warning { message: message.to_string() });
+    }
+}
+
+impl Reporter for Output {
+    fn event(&self, event: Event) {
+        if self.format == Format::Json {
+            if let Ok(mut events) = self.events.lock()
+                && let Ok(value) = serde_json::to_value(&event)
+            {
+                events.push(value);
+            }
+            return;
+        }
+        match event {
+            Event::PhaseStarted { phase, detail } => {
+                let msg = if detail.is_empty() { phase } else { format!("{phase}: {detail}") };
+                if self.interactive {
+                    self.set_spinner(Some(msg));
+                } else if !self.quiet {
+                    self.stderr_line(&format!("{} {msg}", style("==>").cyan().bold()));
+                }
+            }
+            Event::PhaseFinished { phase, ok, elapsed, detail } => {
+                self.set_spinner(None);
+                if self.quiet && ok {
+                    return;
+                }
+                let mark = if ok { style("✓").green().bold() } else { style("✗").red().bold() };
+                let detail = if detail.is_empty() { String::new() } else { format!(" {detail}") };
+                self.stderr_line(&format!(
+                    "{mark} {phase} {}{detail}",
+                    style(format!("({:.1}s)", elapsed.as_secs_f64())).dim()
+                ));
+            }
+            Event::Info { message } => {
+                if !self.quiet {
+                    self.stderr_line(&format!("  {message}"));
+                }
+            }
+            Event::Warning { message } => {
+                self.stderr_line(&format!("{} {message}", style("warning:").yellow().bold()));
+            }
+            Event::Line { source, line } => {
+                if self.verbose > 0 || !self.interactive && !self.quiet {
+                    self.stderr_line(&format!("  {} {line}", style(format!("[{source}]")).dim()));
+                } else {
+                    self.spinner_detail(&line);
+                }
+            }
+            Event::Probe { probe } => {
+                let text = match (&probe.status, &probe.error) {
+                    (_, Some(e)) => format!("check failed: {e}"),
+                    (Some(s), None) => format!("check passed: {s} in {:.0} ms", probe.latency_ms),
+                    (None, None) => "check passed".into(),
+                };
+                if self.verbose > 0 || !self.interactive && !self.quiet {
+                    self.stderr_line(&format!("  {} {text}", style("[health]").dim()));
+                } else {
+                    self.spinner_detail(&text);
+                }
+            }
+        }
+    }
+}
+
+/// tracing's writer: stderr, redacted.
+struct RedactingWriter;
+
+impl Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}

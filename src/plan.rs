@@ -1,0 +1,528 @@
+//! The planner: a pure function of (configuration, observed state) to the ordered steps of a deploy
+//! or a rollback. `--dry-run` prints the plan; the executor (`deploy.rs`) performs the same steps,
+//! so the preview cannot drift from what happens.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::config::{CommandSpec, Config, Loaded, NotifyEvent};
+use crate::names::{Names, other_color};
+use crate::proxy::protocol::{Outcome, ReleaseRecord, Target};
+
+/// What deployctl saw on the Docker host before planning.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Observed {
+    /// None when the engine could not be asked; the reason is kept for the plan.
+    pub unknown_reason: Option<String>,
+    pub proxy: Option<ProxyObserved>,
+    /// The target the proxy routes to.
+    pub live: Option<Target>,
+    pub containers: Vec<AppContainer>,
+    /// The release ledger, oldest first.
+    pub releases: Vec<ReleaseRecord>,
+    /// Versions whose `<app>:<version>` image exists.
+    pub images: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyObserved {
+    pub container: String,
+    pub image: String,
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppContainer {
+    pub name: String,
+    pub color: String,
+    pub version: String,
+    pub running: bool,
+}
+
+impl Observed {
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        Observed { unknown_reason: Some(reason.into()), ..Default::default() }
+    }
+    pub fn is_known(&self) -> bool {
+        self.unknown_reason.is_none()
+    }
+    fn container(&self, name: &str) -> Option<&AppContainer> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+    /// The newest release recorded as good (or live) other than `except`.
+    pub fn last_good(&self, except: Option<&str>) -> Option<&ReleaseRecord> {
+        self.releases
+            .iter()
+            .rev()
+            .find(|r| matches!(r.outcome, Outcome::Good | Outcome::Live) && Some(r.version.as_str()) != except)
+    }
+}
+
+/// One step, with every concrete value the executor will use. Secrets are already redacted
+/// by the caller's output layer; the plan carries no secret values except through `Loaded`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Step {
+    RunHook { hook: String, command: Vec<String>, shell: bool },
+    RunTest { command: Vec<String>, shell: bool, timeout: String },
+    BuildImage { image: String, context: String, dockerfile: String, target: Option<String> },
+    UseImage { image: String },
+    AcquireLock { lock: String },
+    EnsureNetwork { network: String },
+    EnsureProxy { container: String, image: String, listen: String, action: ProxyAction },
+    RemoveContainer { container: String, version: String, reason: String },
+    StartRelease {
+        container: String,
+        image: String,
+        color: String,
+        version: String,
+        network: String,
+        env: Vec<String>,
+        /// Start the release's existing stopped container instead of creating one.
+        reuse: bool,
+    },
+    WaitHealthy { url: String, expect_status: Vec<u16>, healthy_threshold: u32, interval: String, timeout: String, deadline: String },
+    Switch { from: Option<String>, to: String, drain_timeout: String },
+    Verify { window: String, max_error_rate: f64, max_p95_latency: String },
+    StopContainer { container: String, version: String },
+    RecordRelease { version: String, outcome: String },
+    Prune { images: Vec<String> },
+    Notify { kind: String, url: String, event: String },
+    ReleaseLock { lock: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyAction {
+    Create,
+    Start,
+    Keep,
+}
+
+impl Step {
+    /// One line for humans.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::RunHook { hook, command, shell } => format!("run {hook} hook: {}", show_command(command, *shell)),
+            Step::RunTest { command, shell, timeout } => {
+                format!("run test: {} (timeout {timeout})", show_command(command, *shell))
+            }
+            Step::BuildImage { image, context, dockerfile, target } => format!(
+                "build image {image} from {context} ({dockerfile}{})",
+                target.as_ref().map(|t| format!(", target {t}")).unwrap_or_default()
+            ),
+            Step::UseImage { image } => format!("use existing image {image} (no build)"),
+            Step::AcquireLock { lock } => format!("take lock {lock}"),
+            Step::EnsureNetwork { network } => format!("ensure network {network}"),
+            Step::EnsureProxy { container, image, listen, action } => match action {
+                ProxyAction::Create => format!("create proxy {container} ({image}) publishing {listen}"),
+                ProxyAction::Start => format!("start stopped proxy {container}"),
+                ProxyAction::Keep => format!("keep proxy {container} publishing {listen}"),
+            },
+            Step::RemoveContainer { container, version, reason } => {
+                format!("remove container {container} ({version}): {reason}")
+            }
+            Step::StartRelease { container, version, reuse: true, .. } => {
+                format!("start the existing container {container} ({version}), no rebuild")
+            }
+            Step::StartRelease { container, image, color, version, network, env, reuse: false } => format!(
+                "start {container} from {image} as {color} (version {version}) on {network}{}",
+                if env.is_empty() { String::new() } else { format!(", env {}", env.join(", ")) }
+            ),
+            Step::WaitHealthy { url, expect_status, healthy_threshold, interval, timeout, deadline } => format!(
+                "wait for {healthy_threshold} consecutive passing checks of {url} (status {}, every {interval}, timeout {timeout}, deadline {deadline})",
+                expect_status.iter().map(u16::to_string).collect::<Vec<_>>().join("|")
+            ),
+            Step::Switch { from, to, drain_timeout } => match from {
+                Some(from) => format!("switch traffic {from} -> {to}, drain {from} up to {drain_timeout}"),
+                None => format!("switch traffic to {to}"),
+            },
+            Step::Verify { window, max_error_rate, max_p95_latency } => format!(
+                "verify for {window}: health keeps passing, error rate <= {:.2}%, p95 <= {max_p95_latency}",
+                max_error_rate * 100.0
+            ),
+            Step::StopContainer { container, version } => format!("stop {container} ({version}), keep it for rollback"),
+            Step::RecordRelease { version, outcome } => format!("record release {version} as {outcome}"),
+            Step::Prune { images } => format!("prune images {}", images.join(", ")),
+            Step::Notify { kind, url, event } => format!("notify {kind} {url} on {event}"),
+            Step::ReleaseLock { lock } => format!("release lock {lock}"),
+        }
+    }
+}
+
+fn show_command(command: &[String], shell: bool) -> String {
+    if shell {
+        format!("sh -c {}", shell_words::quote(command.first().map(String::as_str).unwrap_or("")))
+    } else {
+        shell_words::join(command)
+    }
+}
+
+/// A command as (argv, through a shell?).
+pub fn command_argv(spec: &CommandSpec) -> (Vec<String>, bool) {
+    match spec {
+        CommandSpec::Argv(argv) => (argv.clone(), false),
+        // Validation has already checked that the line splits.
+        CommandSpec::Line(line) => (shell_words::split(line).unwrap_or_else(|_| vec![line.clone()]), false),
+        CommandSpec::Table(t) if t.shell => (vec![t.run.clone()], true),
+        CommandSpec::Table(t) => (shell_words::split(&t.run).unwrap_or_else(|_| vec![t.run.clone()]), false),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseRef {
+    pub version: String,
+    pub color: String,
+    pub container: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    pub app: String,
+    pub env: String,
+    pub version: String,
+    pub image: String,
+    pub color: String,
+    pub container: String,
+    /// What serves now, if known.
+    pub previous: Option<ReleaseRef>,
+    /// Where users reach the app (the proxy's published address).
+    pub url: String,
+    pub health_url: String,
+    /// `known`, or why the live state could not be read.
+    pub live_state: String,
+    pub steps: Vec<Step>,
+    /// What runs if the deploy fails.
+    pub on_failure: Vec<Step>,
+}
+
+/// Inputs of a deploy that do not come from the config.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub version: String,
+    /// Deploy this existing image instead of building.
+    pub image: Option<String>,
+    pub skip_tests: bool,
+    /// deployctl's proxy image reference.
+    pub proxy_image: String,
+}
+
+/// `proxy.listen` as (host ip, port); "" means all interfaces.
+pub fn listen_parts(listen: &str) -> (String, u16) {
+    match listen.rsplit_once(':') {
+        Some((ip, port)) => (ip.to_string(), port.parse().unwrap_or(0)),
+        None => (String::new(), listen.parse().unwrap_or(0)),
+    }
+}
+
+/// The address users reach the app at.
+pub fn public_url(config: &Config) -> String {
+    let (ip, port) = listen_parts(&config.proxy.listen);
+    let host = if ip.is_empty() || ip == "0.0.0.0" { "localhost".to_string() } else { ip };
+    format!("http://{host}:{port}")
+}
+
+pub fn health_url(config: &Config, container: &str) -> String {
+    format!("http://{container}:{}{}", config.health_port(), config.health.path)
+}
+
+/// The image reference of the proxy (the configured one wins).
+pub fn proxy_image(config: &Config, built: &str) -> String {
+    config.proxy.image.clone().unwrap_or_else(|| built.to_string())
+}
+
+pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) -> Plan {
+    let config = &loaded.config;
+    let names = Names::new(&config.app.name, &loaded.env);
+    let image = req.image.clone().unwrap_or_else(|| names.image(&req.version));
+    let live_color = observed.live.as_ref().map(|t| t.color.as_str());
+    let color = other_color(live_color).to_string();
+    let container = names.container(&color);
+    let mut steps = Vec::new();
+
+    let hook_steps = |hook: &str, specs: &[CommandSpec]| -> Vec<Step> {
+        specs
+            .iter()
+            .map(|s| {
+                let (command, shell) = command_argv(s);
+                Step::RunHook { hook: hook.into(), command, shell }
+            })
+            .collect()
+    };
+
+    if !req.skip_tests {
+        for spec in &config.test.commands {
+            let (command, shell) = command_argv(spec);
+            steps.push(Step::RunTest { command, shell, timeout: config.test.timeout.to_string() });
+        }
+    }
+    match &req.image {
+        Some(image) => steps.push(Step::UseImage { image: image.clone() }),
+        None => {
+            steps.extend(hook_steps("pre_build", &config.hooks.pre_build));
+            steps.push(Step::BuildImage {
+                image: image.clone(),
+                context: config.build.context.display().to_string(),
+                dockerfile: config.build.dockerfile.display().to_string(),
+                target: config.build.target.clone(),
+            });
+        }
+    }
+    steps.push(Step::AcquireLock { lock: names.lock() });
+    steps.extend(swap_steps(loaded, observed, &names, &image, &req.version, &color, &req.proxy_image));
+    steps.push(Step::Verify {
+        window: config.verify.window.to_string(),
+        max_error_rate: config.verify.max_error_rate,
+        max_p95_latency: config.verify.max_p95_latency.to_string(),
+    });
+    if let Some(live) = &observed.live {
+        steps.push(Step::StopContainer { container: live.container.clone(), version: live.version.clone() });
+    }
+    steps.push(Step::RecordRelease { version: req.version.clone(), outcome: "live".into() });
+    let prune = prune_images(loaded, observed, &req.version);
+    if !prune.is_empty() {
+        steps.push(Step::Prune { images: prune });
+    }
+    steps.push(Step::ReleaseLock { lock: names.lock() });
+    steps.extend(hook_steps("post_deploy", &config.hooks.post_deploy));
+    steps.extend(notify_steps(config, NotifyEvent::Success));
+
+    let mut on_failure = Vec::new();
+    if let Some(live) = &observed.live
+        && config.rollback.automatic
+    {
+        on_failure.push(Step::Switch {
+            from: Some(container.clone()),
+            to: live.container.clone(),
+            drain_timeout: config.deploy.drain_timeout.to_string(),
+        });
+    }
+    on_failure.push(Step::StopContainer { container: container.clone(), version: req.version.clone() });
+    on_failure.push(Step::RecordRelease { version: req.version.clone(), outcome: "failed".into() });
+    on_failure.push(Step::ReleaseLock { lock: names.lock() });
+    on_failure.extend(hook_steps("on_failure", &config.hooks.on_failure));
+    on_failure.extend(notify_steps(config, NotifyEvent::Failure));
+
+    Plan {
+        kind: "deploy".into(),
+        app: config.app.name.clone(),
+        env: loaded.env.clone(),
+        version: req.version.clone(),
+        image,
+        color,
+        health_url: health_url(config, &container),
+        container,
+        previous: observed.live.as_ref().map(|t| ReleaseRef {
+            version: t.version.clone(),
+            color: t.color.clone(),
+            container: t.container.clone(),
+        }),
+        url: public_url(config),
+        live_state: live_state(observed),
+        steps,
+        on_failure,
+    }
+}
+
+/// The steps shared by deploy and rollback: network, proxy, the idle colour's container, health, switch.
+fn swap_steps(
+    loaded: &Loaded,
+    observed: &Observed,
+    names: &Names,
+    image: &str,
+    version: &str,
+    color: &str,
+    built_proxy_image: &str,
+) -> Vec<Step> {
+    let config = &loaded.config;
+    let container = names.container(color);
+    let mut steps = vec![Step::EnsureNetwork { network: names.network() }];
+    let action = match &observed.proxy {
+        None => ProxyAction::Create,
+        Some(p) if !p.running => ProxyAction::Start,
+        Some(_) => ProxyAction::Keep,
+    };
+    steps.push(Step::EnsureProxy {
+        container: names.proxy(),
+        image: proxy_image(config, built_proxy_image),
+        listen: config.proxy.listen.clone(),
+        action,
+    });
+    if let Some(existing) = observed.container(&container) {
+        steps.push(Step::RemoveContainer {
+            container: container.clone(),
+            version: existing.version.clone(),
+            reason: "its colour is needed for the new release; its image stays for rollback".into(),
+        });
+    }
+    let mut env: Vec<String> = config.app.env.keys().cloned().collect();
+    env.extend(loaded.env_file_vars.keys().cloned());
+    env.sort();
+    env.dedup();
+    steps.push(Step::StartRelease {
+        container: container.clone(),
+        image: image.to_string(),
+        color: color.to_string(),
+        version: version.to_string(),
+        network: names.network(),
+        env,
+        reuse: false,
+    });
+    let h = &config.health;
+    steps.push(Step::WaitHealthy {
+        url: health_url(config, &container),
+        expect_status: h.expect_status.clone(),
+        healthy_threshold: h.healthy_threshold,
+        interval: h.interval.to_string(),
+        timeout: h.timeout.to_string(),
+        deadline: h.deadline.to_string(),
+    });
+    steps.extend(config.hooks.pre_deploy.iter().map(|s| {
+        let (command, shell) = command_argv(s);
+        Step::RunHook { hook: "pre_deploy".into(), command, shell }
+    }));
+    steps.push(Step::Switch {
+        from: observed.live.as_ref().map(|t| t.container.clone()),
+        to: container,
+        drain_timeout: config.deploy.drain_timeout.to_string(),
+    });
+    steps
+}
+
+fn notify_steps(config: &Config, event: NotifyEvent) -> Vec<Step> {
+    config
+        .notify
+        .iter()
+        .filter(|n| n.on.contains(&event))
+        .map(|n| Step::Notify {
+            kind: format!("{:?}", n.kind).to_lowercase(),
+            // Webhook URLs carry tokens: never in a plan.
+            url: "***".into(),
+            event: format!("{event:?}").to_lowercase(),
+        })
+        .collect()
+}
+
+fn live_state(observed: &Observed) -> String {
+    match &observed.unknown_reason {
+        None => "known".into(),
+        Some(reason) => format!("unknown ({reason})"),
+    }
+}
+
+/// Images to remove after `new_version` becomes live: beyond the newest `keep_releases` good
+/// releases, never the live one, never the last good one, never one a container still runs.
+pub fn prune_images(loaded: &Loaded, observed: &Observed, new_version: &str) -> Vec<String> {
+    let names = Names::new(&loaded.config.app.name, &loaded.env);
+    let keep_n = loaded.config.deploy.keep_releases as usize;
+    let mut keep: BTreeSet<&str> = BTreeSet::from([new_version]);
+    if let Some(live) = &observed.live {
+        keep.insert(&live.version);
+    }
+    if let Some(good) = observed.last_good(None) {
+        keep.insert(&good.version);
+    }
+    let mut good_versions = Vec::new();
+    for r in observed.releases.iter().rev() {
+        if matches!(r.outcome, Outcome::Good | Outcome::Live) && !good_versions.contains(&r.version.as_str()) {
+            good_versions.push(r.version.as_str());
+        }
+    }
+    // The new release counts as one of the kept good ones.
+    keep.extend(good_versions.iter().filter(|v| **v != new_version).take(keep_n.saturating_sub(1)));
+    for c in &observed.containers {
+        if c.running {
+            keep.insert(&c.version);
+        }
+    }
+    observed.images.iter().filter(|v| !keep.contains(v.as_str())).map(|v| names.image(v)).collect()
+}
+
+/// Which release a rollback goes to.
+pub fn rollback_target<'a>(observed: &'a Observed, to: Option<&str>) -> Result<&'a ReleaseRecord, String> {
+    let live_version = observed.live.as_ref().map(|t| t.version.as_str());
+    match to {
+        Some(v) => observed
+            .releases
+            .iter()
+            .rev()
+            .find(|r| r.version == v || r.version.starts_with(v))
+            .ok_or_else(|| format!("no release {v} in the ledger; `deployctl releases` lists them")),
+        None => observed
+            .last_good(live_version)
+            .ok_or_else(|| "no earlier good release to roll back to; `deployctl releases` lists them".to_string()),
+    }
+}
+
+pub fn plan_rollback(
+    loaded: &Loaded,
+    to: Option<&str>,
+    observed: &Observed,
+    built_proxy_image: &str,
+) -> Result<Plan, String> {
+    let config = &loaded.config;
+    let names = Names::new(&config.app.name, &loaded.env);
+    let target = rollback_target(observed, to)?;
+    if observed.live.as_ref().is_some_and(|l| l.version == target.version) {
+        return Err(format!("{} is already live", target.version));
+    }
+    if !observed.images.contains(&target.version) && !observed.containers.iter().any(|c| c.version == target.version) {
+        return Err(format!(
+            "the image of {} is gone (pruned?); deploy that version again instead",
+            target.version
+        ));
+    }
+    let live_color = observed.live.as_ref().map(|t| t.color.as_str());
+    let color = other_color(live_color).to_string();
+    let container = names.container(&color);
+    let image = names.image(&target.version);
+    let mut steps = vec![Step::AcquireLock { lock: names.lock() }];
+    // The release's own container, if it is in the idle colour, is reused: no rebuild, no new create.
+    let reusable = observed.container(&container).is_some_and(|c| c.version == target.version);
+    if reusable {
+        let mut swap = swap_steps(loaded, observed, &names, &image, &target.version, &color, built_proxy_image);
+        swap.retain(|s| !matches!(s, Step::RemoveContainer { .. }));
+        for s in &mut swap {
+            if let Step::StartRelease { env, reuse, .. } = s {
+                // Reused as created: its environment is the one it had.
+                env.clear();
+                *reuse = true;
+            }
+        }
+        steps.extend(swap);
+    } else {
+        steps.extend(swap_steps(loaded, observed, &names, &image, &target.version, &color, built_proxy_image));
+    }
+    if let Some(live) = &observed.live {
+        steps.push(Step::StopContainer { container: live.container.clone(), version: live.version.clone() });
+    }
+    steps.push(Step::RecordRelease { version: target.version.clone(), outcome: "live".into() });
+    steps.push(Step::ReleaseLock { lock: names.lock() });
+    steps.extend(config.hooks.on_rollback.iter().map(|s| {
+        let (command, shell) = command_argv(s);
+        Step::RunHook { hook: "on_rollback".into(), command, shell }
+    }));
+    steps.extend(notify_steps(config, NotifyEvent::Rollback));
+    Ok(Plan {
+        kind: "rollback".into(),
+        app: config.app.name.clone(),
+        env: loaded.env.clone(),
+        version: target.version.clone(),
+        image,
+        color,
+        health_url: health_url(config, &container),
+        container,
+        previous: observed.live.as_ref().map(|t| ReleaseRef {
+            version: t.version.clone(),
+            color: t.color.clone(),
+            container: t.container.clone(),
+        }),
+        url: public_url(config),
+        live_state: live_state(observed),
+        steps,
+        on_failure: vec![Step::ReleaseLock { lock: names.lock() }],
+    })
+}

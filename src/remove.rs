@@ -1,0 +1,36 @@
+//! Removes one environment of one app: exactly the objects labelled with it, nothing else.
+
+use crate::engine::{Engine, EngineError, labels};
+use crate::host::engine_err;
+use crate::names::Names;
+
+/// Returns what was removed.
+pub async fn remove_environment(engine: &dyn Engine, names: &Names) -> anyhow::Result<Vec<String>> {
+    let scope = [(labels::APP, names.app.as_str()), (labels::ENV, names.env.as_str())];
+    let mut removed = Vec::new();
+    for c in engine.list_containers(&scope).await.map_err(engine_err)? {
+        match engine.remove_container(&c.name, true).await {
+            Ok(()) | Err(EngineError::NotFound(_)) => removed.push(format!("container {}", c.name)),
+            Err(e) => return Err(engine_err(e)),
+        }
+    }
+    for (kind, result) in [
+        ("network", engine.remove_network(&names.network()).await),
+        ("volume", engine.remove_volume(&names.state_volume()).await),
+    ] {
+        match result {
+            Ok(()) => removed.push(format!("{kind} {}", if kind == "network" { names.network() } else { names.state_volume() })),
+            Err(EngineError::NotFound(_)) => {}
+            Err(e) => return Err(engine_err(e)),
+        }
+    }
+    for image in engine.list_images(&scope).await.map_err(engine_err)? {
+        match engine.remove_image(&image.id).await {
+            Ok(()) | Err(EngineError::NotFound(_)) => {
+                removed.push(format!("image {}", image.tags.first().cloned().unwrap_or(image.id)))
+            }
+            Err(e) => return Err(engine_err(e)),
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,83 @@
+//! How the core tells the outside world what it is doing. The CLI decides how it looks
+//! (`src/output.rs`); the core only emits events.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::health::ProbeResult;
+
+/// Something worth telling the user while a command runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A phase of the run begins (`build`, `health`, `switch`, ...).
+    PhaseStarted { phase: String, detail: String },
+    PhaseFinished {
+        phase: String,
+        ok: bool,
+        #[serde(serialize_with = "ser_ms")]
+        elapsed: Duration,
+        detail: String,
+    },
+    Info { message: String },
+    Warning { message: String },
+    /// A line of streamed output from a build, test command, hook or container.
+    Line { source: String, line: String },
+    Probe { probe: ProbeResult },
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+pub trait Reporter: Send + Sync {
+    fn event(&self, event: Event);
+}
+
+impl dyn Reporter + '_ {
+    pub fn info(&self, message: impl Into<String>) {
+        self.event(Event::Info { message: message.into() });
+    }
+    pub fn warn(&self, message: impl Into<String>) {
+        self.event(Event::Warning { message: message.into() });
+    }
+    pub fn line(&self, source: &str, line: &str) {
+        self.event(Event::Line { source: source.into(), line: line.into() });
+    }
+}
+
+/// Times a phase and reports its start and end.
+pub struct Phase<'a> {
+    reporter: &'a dyn Reporter,
+    name: String,
+    started: std::time::Instant,
+}
+
+impl<'a> Phase<'a> {
+    pub fn start(reporter: &'a dyn Reporter, name: &str, detail: impl Into<String>) -> Self {
+        reporter.event(Event::PhaseStarted { phase: name.into(), detail: detail.into() });
+        Phase { reporter, name: name.into(), started: std::time::Instant::now() }
+    }
+    pub fn ok(self, detail: impl Into<String>) {
+        self.finish(true, detail.into());
+    }
+    pub fn failed(self, detail: impl Into<String>) {
+        self.finish(false, detail.into());
+    }
+    fn finish(self, ok: bool, detail: String) {
+        self.reporter.event(Event::PhaseFinished {
+            phase: self.name.clone(),
+            ok,
+            elapsed: self.started.elapsed(),
+            detail,
+        });
+    }
+}
+
+/// A reporter that drops everything (library callers that do not care).
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn event(&self, _: Event) {}
+}

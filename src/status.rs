@@ -1,0 +1,151 @@
+//! What is live now, read from the Docker host.
+
+use serde::Serialize;
+
+use crate::config::Loaded;
+use crate::engine::Engine;
+use crate::health::HealthSpec;
+use crate::host::{self, engine_err};
+use crate::names::Names;
+use crate::plan::public_url;
+use crate::proxy::protocol::{Outcome, ReleaseRecord};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveRelease {
+    pub version: String,
+    pub color: String,
+    pub container: String,
+    pub running: bool,
+    /// Docker's status word for the container, or `missing`.
+    pub state: String,
+    pub started_at: Option<String>,
+    /// `passing`, or why the check failed.
+    pub health: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviousRelease {
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub app: String,
+    pub env: String,
+    pub url: String,
+    pub proxy: Option<ProxyInfo>,
+    pub live: Option<LiveRelease>,
+    /// The newest good release before the live one: where `rollback` would go.
+    pub previous: Option<PreviousRelease>,
+    /// Everything is serving as it should.
+    pub healthy: bool,
+    /// Problems found, each with what to do.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyInfo {
+    pub container: String,
+    pub running: bool,
+}
+
+pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<StatusReport> {
+    let names = Names::new(&loaded.config.app.name, &loaded.env);
+    engine.ping().await.map_err(engine_err)?;
+    let observed = host::observe(engine, &names).await?;
+    let mut problems = Vec::new();
+    let proxy = observed.proxy.as_ref().map(|p| ProxyInfo { container: p.container.clone(), running: p.running });
+    match &proxy {
+        None => problems.push("nothing is deployed in this environment yet: run `deployctl deploy`".to_string()),
+        Some(p) if !p.running => problems.push(format!("the proxy {} is not running: `docker start {}`", p.container, p.container)),
+        _ => {}
+    }
+    let mut live = None;
+    if let Some(target) = &observed.live {
+        let info = engine.inspect_container(&target.container).await.map_err(engine_err)?;
+        let (running, state, started_at) = match &info {
+            Some(i) => (i.state.running, i.state.status.clone(), i.state.started_at.clone()),
+            None => (false, "missing".to_string(), None),
+        };
+        let health = if running {
+            probe_now(engine, &names, &host::health_spec(&loaded.config, &target.container)).await
+        } else {
+            "not running".to_string()
+        };
+        if !running {
+            problems.push(format!(
+                "the live container {} is {state}: `deployctl rollback` switches to the last good release, or `docker start {}`",
+                target.container, target.container
+            ));
+        } else if health != "passing" {
+            problems.push(format!("the live release {} fails its health check: {health}", target.version));
+        }
+        live = Some(LiveRelease {
+            version: target.version.clone(),
+            color: target.color.clone(),
+            container: target.container.clone(),
+            running,
+            state,
+            started_at,
+            health,
+        });
+    } else if proxy.as_ref().is_some_and(|p| p.running) {
+        problems.push("the proxy routes to no release: run `deployctl deploy` or `deployctl rollback`".to_string());
+    }
+    let previous = observed
+        .last_good(observed.live.as_ref().map(|t| t.version.as_str()))
+        .map(|r| PreviousRelease { version: r.version.clone() });
+    Ok(StatusReport {
+        app: names.app.clone(),
+        env: names.env.clone(),
+        url: public_url(&loaded.config),
+        proxy,
+        live,
+        previous,
+        healthy: problems.is_empty(),
+        problems,
+    })
+}
+
+/// One health check of the live release right now.
+async fn probe_now(engine: &dyn Engine, names: &Names, spec: &HealthSpec) -> String {
+    let mut once = spec.clone();
+    once.healthy_threshold = 1;
+    once.deadline_ms = once.timeout_ms + 100;
+    let last = std::sync::Mutex::new(None);
+    let outcome = host::proxy_health(engine, names, &once, None, &|p| {
+        if let Ok(mut l) = last.lock() {
+            *l = Some(p.clone());
+        }
+    })
+    .await;
+    match outcome {
+        Ok(crate::health::HealthOutcome::Healthy { .. }) => "passing".into(),
+        Ok(_) => last
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().and_then(|p| p.error.clone()))
+            .unwrap_or_else(|| "failing".into()),
+        Err(e) => format!("unknown ({e:#})"),
+    }
+}
+
+pub async fn releases(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Vec<ReleaseRecord>> {
+    let names = Names::new(&loaded.config.app.name, &loaded.env);
+    engine.ping().await.map_err(engine_err)?;
+    match engine.inspect_container(&names.proxy()).await.map_err(engine_err)? {
+        Some(p) if p.state.running => host::proxy_releases(engine, &names).await,
+        Some(_) => anyhow::bail!("the proxy {} is not running, so its ledger cannot be read: `docker start {}`", names.proxy(), names.proxy()),
+        None => Ok(vec![]),
+    }
+}
+
+pub fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::InProgress => "in progress",
+        Outcome::Live => "live",
+        Outcome::Good => "good",
+        Outcome::Failed => "failed",
+        Outcome::RolledBack => "rolled back",
+    }
+}

@@ -1,0 +1,230 @@
+//! Acceptance tests of blue-green deploys on the real Docker Engine, through the real binary.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{App, Load, wait_until};
+
+fn body_version(body: &str) -> Option<String> {
+    body.split_whitespace().find_map(|w| w.strip_prefix("version=")).map(str::to_string)
+}
+
+fn serving(app: &App) -> Option<String> {
+    app.get().ok().filter(|(s, _)| *s == 200).and_then(|(_, b)| body_version(&b))
+}
+
+#[test]
+fn deploy_v1_then_v2_then_rollbacks() {
+    let app = App::new("dctdep");
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    let status = app.status_json();
+    assert_eq!(status["live"]["version"], "v1", "{status}");
+    assert_eq!(status["live"]["color"], "blue");
+    assert_eq!(status["live"]["container"], app.container("blue"));
+    assert_eq!(status["url"], format!("http://127.0.0.1:{}", app.port));
+    assert!(status["previous"].is_null(), "{status}");
+
+    let run = app.deploy("v2", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(serving(&app).as_deref(), Some("v2"));
+    assert_eq!(app.container_running(&app.container("blue")), Some(false), "v1 is stopped but kept");
+    assert_eq!(app.container_running(&app.container("green")), Some(true));
+    let status = app.status_json();
+    assert_eq!(status["live"]["version"], "v2");
+    assert_eq!(status["live"]["color"], "green");
+    assert_eq!(status["previous"]["version"], "v1");
+
+    let run = app.run(&["rollback"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    let status = app.status_json();
+    assert_eq!(status["live"]["version"], "v1");
+    assert_eq!(status["live"]["color"], "blue");
+
+    let run = app.run(&["rollback", "--to", "v2"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(serving(&app).as_deref(), Some("v2"));
+    assert_eq!(app.status_json()["live"]["version"], "v2");
+
+    let releases = app.run(&["releases", "--output", "json"], &[]);
+    let doc: serde_json::Value = serde_json::from_str(&releases.stdout).expect("releases JSON");
+    let versions: Vec<&str> = doc["releases"].as_array().expect("array").iter().filter_map(|r| r["version"].as_str()).collect();
+    assert_eq!(versions, ["v1", "v2", "v1", "v2"], "{doc}");
+    assert!(!app.lock_exists());
+}
+
+/// Each broken release is refused before the switch: the live v1 keeps serving from the same container.
+#[test]
+fn health_failures_leave_the_old_release_serving() {
+    let app = App::new("dcthlt");
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let live_id = app.container_id(&app.container("blue")).expect("live container");
+
+    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+        ("fail500", &[("DEMO_MODE", "fail500")], "500"),
+        ("slow", &[("DEMO_MODE", "slow"), ("DEMO_SLOW_MS", "3000")], "timed out"),
+        ("refuse", &[("DEMO_MODE", "refuse")], "refused"),
+        ("flap", &[("DEMO_MODE", "flap")], "status"),
+        ("crash", &[("DEMO_MODE", "crash")], "exit"),
+        ("never", &[("DEMO_MODE", "never_ready")], "503"),
+    ];
+    for (version, env, evidence) in cases {
+        let run = app.deploy(version, env);
+        assert_eq!(run.code, 1, "{version}: {run}");
+        assert!(run.stdout.contains(evidence) || run.stderr.contains(evidence), "{version}: no `{evidence}` in the report\n{run}");
+        assert!(run.stdout.contains("log lines"), "{version}: the report has the container's logs\n{run}");
+        assert_eq!(serving(&app).as_deref(), Some("v1"), "{version}: v1 still serves");
+        assert_eq!(app.container_id(&app.container("blue")).as_deref(), Some(live_id.as_str()), "{version}: same container");
+        assert_eq!(app.status_json()["live"]["version"], "v1");
+        assert!(!app.lock_exists(), "{version}: lock released");
+        assert_eq!(app.container_running(&app.container("green")), Some(false), "{version}: failed container stopped, kept");
+    }
+}
+
+#[test]
+fn verify_failure_after_the_switch_rolls_back() {
+    let app = App::with_verify("dctver", "3s");
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let load = Load::start(app.port, 100);
+    // Healthy for its first requests (health gate and switch), then 500 for everything.
+    let run = app.deploy("v2", &[("DEMO_MODE", "fail_after"), ("DEMO_FAIL_AFTER", "4")]);
+    let stats = load.stop();
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains("rolled back to v1"), "{run}");
+    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    let status = app.status_json();
+    assert_eq!(status["live"]["version"], "v1", "{status}");
+    assert!(stats.sent > 0);
+    let doc: serde_json::Value =
+        serde_json::from_str(&app.run(&["releases", "--output", "json"], &[]).stdout).expect("releases JSON");
+    let last = doc["releases"].as_array().and_then(|r| r.last()).cloned().unwrap_or_default();
+    assert_eq!(last["version"], "v2");
+    assert_eq!(last["outcome"], "rolled_back", "{doc}");
+}
+
+#[test]
+fn zero_downtime_through_deploy_and_rollbacks() {
+    let app = App::with_verify("dctzdt", "2s");
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let load = Load::start(app.port, 120);
+    std::thread::sleep(Duration::from_millis(500));
+    let deploy = app.deploy("v2", &[]);
+    let auto = app.deploy("v3", &[("DEMO_MODE", "fail_after"), ("DEMO_FAIL_AFTER", "4")]);
+    let manual = app.run(&["rollback"], &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = load.stop();
+    assert_eq!(deploy.code, 0, "{deploy}");
+    assert_eq!(auto.code, 1, "{auto}");
+    assert_eq!(manual.code, 0, "{manual}");
+    assert!(stats.sent >= 1000, "at least 200 req/s for the whole run: {stats:?}");
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", &stats.failures[..stats.failures.len().min(10)]);
+    // Everything served came from one of the releases; v3 may answer while it is briefly live.
+    for body in stats.bodies.keys() {
+        let v = body_version(body).unwrap_or_default();
+        assert!(["v1", "v2", "v3"].contains(&v.as_str()), "unexpected body {body}");
+    }
+    assert_eq!(serving(&app).as_deref(), Some("v1"));
+}
+
+#[test]
+fn two_deploys_at_once_one_is_locked_out() {
+    let app = App::new("dctlck");
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    // A slow start keeps the first deploy inside the lock long enough.
+    let first = app.command(&["deploy", "--version", "v2"], &[("DEMO_MODE", "slow"), ("DEMO_SLOW_MS", "800")]).spawn().expect("spawn");
+    assert!(wait_until(Duration::from_secs(30), || app.lock_exists()), "first deploy took the lock");
+    let second = app.deploy("v3", &[]);
+    assert_eq!(second.code, 3, "{second}");
+    assert!(second.stderr.contains("locked"), "{second}");
+    assert!(second.stderr.contains("deploy v2"), "names the holder's reason: {second}");
+    let first = first.wait_with_output().expect("first deploy");
+    assert!(first.status.code().is_some());
+    assert!(wait_until(Duration::from_secs(5), || !app.lock_exists()));
+
+    let status = app.run(&["lock", "status"], &[]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(status.stdout.contains("is free"), "{status}");
+}
+
+fn interrupt_during(app: &App, version: &str, env: &[(&str, &str)], wait_for: &str) {
+    let mut child = app
+        .command(&["deploy", "--version", version, "-v"], env)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                seen.lock().expect("seen").push_str(&(line + "\n"));
+            }
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || seen.lock().expect("seen").contains(wait_for)),
+        "never reached `{wait_for}`:\n{}",
+        seen.lock().expect("seen")
+    );
+    let sent = std::time::Instant::now();
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let status = child.wait().expect("wait");
+    let _ = reader.join();
+    assert!(sent.elapsed() < Duration::from_secs(5), "exited within 5 s");
+    assert_eq!(status.code(), Some(130), "{}", seen.lock().expect("seen"));
+}
+
+#[test]
+fn sigint_during_health_wait_and_drain_keeps_the_old_release() {
+    let app = App::new("dctsig");
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+
+    // During the health wait: v2 never becomes ready.
+    interrupt_during(&app, "v2", &[("DEMO_MODE", "never_ready")], "[health]");
+    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    assert!(!app.lock_exists(), "lock released");
+    assert_eq!(app.status_json()["live"]["version"], "v1");
+
+    // During the drain: a slow request to v1 keeps the drain open while we interrupt.
+    let port = app.port;
+    let slow = std::thread::spawn(move || support::http_get(port, "/slow?ms=2500"));
+    std::thread::sleep(Duration::from_millis(300));
+    interrupt_during(&app, "v3", &[], "==> switch");
+    let _ = slow.join();
+    assert_eq!(serving(&app).as_deref(), Some("v1"), "traffic back on v1");
+    assert!(!app.lock_exists(), "lock released");
+}
+
+#[test]
+fn proxy_restart_restores_the_route() {
+    let app = App::new("dctprx");
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    support::docker(&["restart", &format!("deployctl-proxy-{}-test", app.name)]).expect("restart proxy");
+    assert!(wait_until(Duration::from_secs(15), || serving(&app).as_deref() == Some("v1")), "route restored");
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let app = App::new("dctdry");
+    let run = app.run(&["deploy", "--dry-run", "--version", "v9", "--output", "json"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan JSON");
+    assert_eq!(plan["plan"]["version"], "v9");
+    assert_eq!(plan["plan"]["container"], app.container("blue"));
+    let created = support::docker(&["ps", "-aq", "--filter", &format!("label=deployctl.app={}", app.name)]).expect("docker ps");
+    assert!(created.trim().is_empty(), "dry-run created containers: {created}");
+    let images = support::docker(&["images", "-q", "--filter", &format!("label=deployctl.app={}", app.name)]).expect("docker images");
+    assert!(images.trim().is_empty(), "dry-run built images: {images}");
+    assert!(!app.lock_exists());
+}
