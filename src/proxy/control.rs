@@ -58,9 +58,10 @@ impl Controller {
                     .map(ControlResponse::Switched)
             }
             ControlRequest::Status => Ok(ControlResponse::Status(self.router.status())),
-            ControlRequest::Record(record) => {
-                self.record(record).await.map(|()| ControlResponse::Recorded)
-            }
+            ControlRequest::Record(record) => self
+                .record(record)
+                .await
+                .map(|()| ControlResponse::Recorded),
             ControlRequest::Releases => Ok(ControlResponse::Releases {
                 releases: self.ledger.lock().await.clone(),
             }),

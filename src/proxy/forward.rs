@@ -71,7 +71,10 @@ async fn forward(
         Err(e) => {
             tracing::warn!(uri = %parts.uri, error = %e, "cannot build upstream URI");
             guard.stats().record(started.elapsed(), true);
-            return text(StatusCode::BAD_REQUEST, "deployctl proxy: bad request target\n");
+            return text(
+                StatusCode::BAD_REQUEST,
+                "deployctl proxy: bad request target\n",
+            );
         }
     };
     prepare_request_headers(&mut parts, peer, upgrade.as_ref());
@@ -231,16 +234,12 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 fn prepare_request_headers(parts: &mut Parts, peer: SocketAddr, upgrade: Option<&HeaderValue>) {
-    let original_host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     if let Some(protocol) = upgrade {
@@ -372,7 +371,11 @@ mod tests {
         let peer: SocketAddr = "192.0.2.7:5555".parse().expect("addr");
         prepare_request_headers(&mut p, peer, None);
         let names: Vec<_> = p.headers.keys().map(|k| k.as_str().to_owned()).collect();
-        assert!(!names.iter().any(|n| n == "connection" || n == "keep-alive" || n == "x-secret" || n == "te"));
+        assert!(
+            !names
+                .iter()
+                .any(|n| n == "connection" || n == "keep-alive" || n == "x-secret" || n == "te")
+        );
         assert_eq!(p.headers["host"], "example.com");
         assert_eq!(p.headers["accept"], "*/*");
         assert_eq!(p.headers["x-forwarded-for"], "192.0.2.7");
@@ -397,7 +400,10 @@ mod tests {
     fn upgrade_headers_survive_for_upgrade_requests() {
         let mut p = parts(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         let protocol = upgrade_protocol(&p.headers);
-        assert_eq!(protocol.as_ref().map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+        assert_eq!(
+            protocol.as_ref().map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         prepare_request_headers(&mut p, peer, protocol.as_ref());
         assert_eq!(p.headers["upgrade"], "websocket");

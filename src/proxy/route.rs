@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Bytes;
 use hyper::http::uri::Authority;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -174,19 +174,30 @@ mod tests {
         let (old, guard) = router.acquire().expect("live");
         assert_eq!(old.target.container, "a");
         let prev = router.swap(Route::new(target("b")).expect("route"), 2);
-        assert_eq!(prev.map(|p| p.target.container), Some("a".to_string()));
+        assert_eq!(
+            prev.map(|p| p.target.container.clone()).as_deref(),
+            Some("a")
+        );
         let (new, _g) = router.acquire().expect("live");
         assert_eq!(new.target.container, "b");
         let status = router.status();
         assert_eq!(status.in_flight, 2);
-        let names: Vec<_> = status.targets.iter().map(|t| t.container.as_str()).collect();
+        let names: Vec<_> = status
+            .targets
+            .iter()
+            .map(|t| t.container.as_str())
+            .collect();
         assert_eq!(names, vec!["b", "a"]);
         assert_eq!(status.targets[1].in_flight, 1);
         drop(guard);
         // Back to "a": fresh stats, no duplicate entry.
         router.swap(Route::new(target("a")).expect("route"), 3);
         let status = router.status();
-        let names: Vec<_> = status.targets.iter().map(|t| t.container.as_str()).collect();
+        let names: Vec<_> = status
+            .targets
+            .iter()
+            .map(|t| t.container.as_str())
+            .collect();
         assert_eq!(names, vec!["a", "b"]);
         assert_eq!(status.targets[0].in_flight, 0);
         assert_eq!(status.switched_at, Some(3));

@@ -42,10 +42,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> anyhow::Result<()> {
-        let mut file = fs::File::create(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         file.write_all(bytes)
             .with_context(|| format!("writing {}", tmp.display()))?;
         file.sync_all()
@@ -200,7 +204,11 @@ mod tests {
         let aside = fs::read_dir(dir.path())
             .expect("read dir")
             .filter_map(Result::ok)
-            .any(|e| e.file_name().to_string_lossy().starts_with("releases.json.corrupt-"));
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("releases.json.corrupt-")
+            });
         assert!(aside);
     }
 
