@@ -50,3 +50,77 @@ pub struct SwitchResult {
     /// In-flight requests to the previous target still open when the drain timeout hit.
     pub abandoned: u64,
 }
+
+/// What `deployctl proxy switch` asks of the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchRequest {
+    pub target: Target,
+    /// Path probed once on the new target before any traffic moves, e.g. `/api/health`.
+    pub health_path: String,
+    /// `Host` header for the probe; the target's `addr` when absent.
+    #[serde(default)]
+    pub health_host: Option<String>,
+    /// Statuses that count as healthy; empty means any 2xx.
+    #[serde(default)]
+    pub expect_status: Vec<u16>,
+    /// How long to wait for requests still in flight to the previous target.
+    pub drain_timeout_ms: u64,
+}
+
+/// How a release ended (or where it stands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    InProgress,
+    /// Serving traffic now; at most one record is `Live`.
+    Live,
+    /// Served traffic and was replaced normally: a rollback candidate.
+    Good,
+    Failed,
+    RolledBack,
+}
+
+/// One entry of the release ledger (`<state_dir>/releases.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    pub id: String,
+    pub version: String,
+    pub image: String,
+    pub color: String,
+    pub container: String,
+    #[serde(default)]
+    pub git_sha: Option<String>,
+    #[serde(default)]
+    pub author: Option<String>,
+    /// Unix seconds.
+    pub started_at: u64,
+    #[serde(default)]
+    pub finished_at: Option<u64>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One request on the control socket (one JSON line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum ControlRequest {
+    Switch(SwitchRequest),
+    Status,
+    /// Insert or replace (by `id`) a ledger record.
+    Record(ReleaseRecord),
+    Releases,
+}
+
+/// The answer to a [`ControlRequest`] (one JSON line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ControlResponse {
+    Switched(SwitchResult),
+    Status(ProxyStatus),
+    Recorded,
+    Releases { releases: Vec<ReleaseRecord> },
+    Error { message: String },
+}

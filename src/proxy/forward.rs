@@ -1,0 +1,414 @@
+//! Forwarding one request to the live target: headers, streaming bodies, upgrades, errors.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+
+use super::route::{Route, Router};
+use super::stats::InFlight;
+
+/// Body type of answers sent to clients.
+pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+pub const NO_LIVE_BODY: &str = "deployctl proxy: no live release for this app\n";
+pub const UPSTREAM_DOWN_BODY: &str =
+    "deployctl proxy: the live release could not be reached (upstream connection failed)\n";
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Serves one client request.
+pub async fn handle(
+    router: Arc<Router>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let Some((route, guard)) = router.acquire() else {
+        tracing::debug!(uri = %req.uri(), "no live target");
+        return Ok(text(StatusCode::BAD_GATEWAY, NO_LIVE_BODY));
+    };
+    Ok(forward(route, guard, req, peer).await)
+}
+
+async fn forward(
+    route: Arc<Route>,
+    guard: InFlight,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let upgrade = upgrade_protocol(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let uri = match upstream_uri(&route, &parts.uri) {
+        Ok(uri) => uri,
+        Err(e) => {
+            tracing::warn!(uri = %parts.uri, error = %e, "cannot build upstream URI");
+            guard.stats().record(started.elapsed(), true);
+            return text(
+                StatusCode::BAD_REQUEST,
+                "deployctl proxy: bad request target\n",
+            );
+        }
+    };
+    prepare_request_headers(&mut parts, peer, upgrade.as_ref());
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+
+    // A bodiless idempotent request can be sent again if a pooled connection turns out to have
+    // been closed by the app just as we reused it.
+    let replay = is_replayable(&parts, &body).then(|| clone_head(&parts));
+    let first = Request::from_parts(parts, body.boxed_unsync());
+    let mut result = route.client.request(first).await;
+    if let (Err(e), Some(head)) = (&result, replay)
+        && is_stale_connection(e)
+    {
+        tracing::debug!(target = %route.target.addr, "retrying on a fresh connection");
+        let empty = Empty::<Bytes>::new().map_err(|never| match never {});
+        result = route
+            .client
+            .request(Request::from_parts(head, empty.boxed_unsync()))
+            .await;
+    }
+
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            guard.stats().record(started.elapsed(), true);
+            tracing::warn!(
+                target = %route.target.addr,
+                container = %route.target.container,
+                error = %error_chain(&e),
+                "upstream request failed"
+            );
+            return text(StatusCode::BAD_GATEWAY, UPSTREAM_DOWN_BODY);
+        }
+    };
+    let status = resp.status();
+    guard
+        .stats()
+        .record(started.elapsed(), status.is_server_error());
+
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            tracing::warn!(target = %route.target.addr, "upstream switched protocols without being asked");
+            guard.stats().record_late_error();
+            return text(StatusCode::BAD_GATEWAY, UPSTREAM_DOWN_BODY);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let (mut parts, _) = resp.into_parts();
+        let protocol = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = protocol {
+            parts.headers.insert(header::UPGRADE, protocol);
+        }
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard));
+        let empty = Empty::<Bytes>::new().map_err(|never| match never {});
+        return Response::from_parts(parts, empty.boxed_unsync());
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Tracked {
+        inner: body,
+        guard: Some(guard),
+    };
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection. The request stays
+/// in flight (the drain waits for it) until either side closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InFlight,
+) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+            }
+        }
+        Err(e) => {
+            guard.stats().record_late_error();
+            tracing::warn!(error = %e, "protocol upgrade failed");
+        }
+    }
+    drop(guard);
+}
+
+/// Response body that keeps the request in flight until the last byte is sent (or the client
+/// goes away), so draining never cuts a streaming answer.
+struct Tracked {
+    inner: Incoming,
+    guard: Option<InFlight>,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.guard = None,
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(guard) = this.guard.take() {
+                    guard.stats().record_late_error();
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn upstream_uri(route: &Route, original: &Uri) -> Result<Uri, hyper::http::Error> {
+    let path = original
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    Uri::builder()
+        .scheme("http")
+        .authority(route.authority.clone())
+        .path_and_query(path)
+        .build()
+}
+
+/// The protocol named in `Upgrade` when the request asks for one (`Connection: upgrade`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+fn prepare_request_headers(parts: &mut Parts, peer: SocketAddr, upgrade: Option<&HeaderValue>) {
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::UPGRADE, protocol.clone());
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if !headers.contains_key(header::HOST)
+        && let Some(host) = &original_host
+    {
+        headers.insert(header::HOST, host.clone());
+    }
+
+    // Append the client to any chain a proxy in front of us started.
+    let mut chain: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect();
+    chain.push(peer.ip().to_string());
+    if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    // A TLS terminator in front of us knows the real scheme and host; keep what it said.
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = original_host
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| *name != header::HOST)
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn is_replayable(parts: &Parts, body: &Incoming) -> bool {
+    matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) && body.is_end_stream()
+        && !parts.headers.contains_key(header::UPGRADE)
+}
+
+fn clone_head(parts: &Parts) -> Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+/// The app closed a reused keep-alive connection before answering.
+fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_canceled();
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        source = err.source();
+    }
+    out
+}
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let body = Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {});
+    let mut resp = Response::new(body.boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut builder = Request::get("/x?y=1");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut p = parts(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("host", "example.com"),
+            ("accept", "*/*"),
+        ]);
+        let peer: SocketAddr = "192.0.2.7:5555".parse().expect("addr");
+        prepare_request_headers(&mut p, peer, None);
+        let names: Vec<_> = p.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n == "connection" || n == "keep-alive" || n == "x-secret" || n == "te")
+        );
+        assert_eq!(p.headers["host"], "example.com");
+        assert_eq!(p.headers["accept"], "*/*");
+        assert_eq!(p.headers["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(p.headers["x-forwarded-proto"], "http");
+        assert_eq!(p.headers["x-forwarded-host"], "example.com");
+    }
+
+    #[test]
+    fn forwarded_chain_is_extended_and_upstream_proto_kept() {
+        let mut p = parts(&[
+            ("x-forwarded-for", "203.0.113.1"),
+            ("x-forwarded-proto", "https"),
+            ("host", "example.com"),
+        ]);
+        let peer: SocketAddr = "[2001:db8::1]:443".parse().expect("addr");
+        prepare_request_headers(&mut p, peer, None);
+        assert_eq!(p.headers["x-forwarded-for"], "203.0.113.1, 2001:db8::1");
+        assert_eq!(p.headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn upgrade_headers_survive_for_upgrade_requests() {
+        let mut p = parts(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let protocol = upgrade_protocol(&p.headers);
+        assert_eq!(
+            protocol.as_ref().map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        prepare_request_headers(&mut p, peer, protocol.as_ref());
+        assert_eq!(p.headers["upgrade"], "websocket");
+        assert_eq!(p.headers["connection"], "upgrade");
+        // Without `Connection: upgrade` an Upgrade header is just dropped.
+        assert!(upgrade_protocol(&parts(&[("upgrade", "websocket")]).headers).is_none());
+    }
+}
