@@ -1,1 +1,162 @@
 //! Secret redaction: every value known to be secret is replaced by `***` wherever it is printed.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// What a secret is replaced with.
+pub const MASK: &str = "***";
+
+/// The set of secret strings of one run, and the one function that hides them in text.
+///
+/// Matching is exact and case-sensitive. At each position the longest secret that matches wins,
+/// so a secret that contains another one is hidden as a whole.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// Distinct secrets, longest first.
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a secret. Empty values are ignored. A multi-line value is registered whole and
+    /// line by line, because tools (and GitHub's `::add-mask::`) print and mask line by line.
+    pub fn add(&mut self, secret: &str) {
+        self.insert(secret);
+        if secret.contains('\n') {
+            for line in secret.lines() {
+                if !line.trim().is_empty() {
+                    self.insert(line);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, secret: &str) {
+        if secret.is_empty() || self.secrets.iter().any(|s| s == secret) {
+            return;
+        }
+        // Keep longest first: the scan in `redact` relies on it.
+        let at = self
+            .secrets
+            .iter()
+            .position(|s| s.len() < secret.len())
+            .unwrap_or(self.secrets.len());
+        self.secrets.insert(at, secret.to_owned());
+    }
+
+    /// `text` with every occurrence of every secret replaced by `***`. Borrows when nothing matched.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if self.secrets.is_empty() || !self.secrets.iter().any(|s| text.contains(s.as_str())) {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            match self.secrets.iter().find(|s| rest.starts_with(s.as_str())) {
+                Some(secret) => {
+                    out.push_str(MASK);
+                    rest = &rest[secret.len()..];
+                }
+                None => {
+                    out.push(c);
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// Every registered secret (whole values and single lines), longest first: for `::add-mask::`.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.secrets.iter().map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// Number of registered secrets.
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+}
+
+impl fmt::Debug for Redactor {
+    // Never the values: a `{:?}` of a struct holding a Redactor must not leak them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field("secrets", &format_args!("<{} hidden>", self.secrets.len()))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_every_occurrence() {
+        let mut r = Redactor::new();
+        r.add("hunter2");
+        assert_eq!(r.redact("a hunter2 b hunter2"), "a *** b ***");
+    }
+
+    #[test]
+    fn borrows_when_nothing_matches() {
+        let mut r = Redactor::new();
+        r.add("hunter2");
+        assert!(matches!(r.redact("nothing here"), Cow::Borrowed(_)));
+        assert!(matches!(Redactor::new().redact("x"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn longest_secret_wins() {
+        let mut r = Redactor::new();
+        r.add("abc");
+        r.add("abcdef");
+        // A shorter-first replacement would leave `***def`.
+        assert_eq!(r.redact("xabcdefx abc"), "x***x ***");
+        assert_eq!(r.secrets().collect::<Vec<_>>(), ["abcdef", "abc"]);
+    }
+
+    #[test]
+    fn multi_line_registers_each_line() {
+        let mut r = Redactor::new();
+        r.add("-----BEGIN KEY-----\nMIIsecret\n\n-----END KEY-----\n");
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.redact("line: MIIsecret"), "line: ***");
+        assert_eq!(
+            r.redact("-----BEGIN KEY-----\nMIIsecret\n\n-----END KEY-----\n"),
+            "***"
+        );
+    }
+
+    #[test]
+    fn ignores_empty_and_duplicates() {
+        let mut r = Redactor::new();
+        r.add("");
+        assert!(r.is_empty());
+        r.add("tok3n");
+        r.add("tok3n");
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn handles_multibyte_text() {
+        let mut r = Redactor::new();
+        r.add("clé");
+        assert_eq!(r.redact("ünï clé ünï"), "ünï *** ünï");
+    }
+
+    #[test]
+    fn debug_hides_values() {
+        let mut r = Redactor::new();
+        r.add("s3cr3t-value");
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+        assert!(dbg.contains("1 hidden"), "{dbg}");
+    }
+}
