@@ -62,7 +62,7 @@ impl Observed {
 /// One step, with every concrete value the executor will use. Secrets are already redacted
 /// by the caller's output layer; the plan carries no secret values except through `Loaded`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     RunHook { hook: String, command: Vec<String>, shell: bool },
     RunTest { command: Vec<String>, shell: bool, timeout: String },

@@ -18,7 +18,7 @@ pub fn git_state(root: &Path) -> Result<GitState, String> {
     let head = repo.head().map_err(|e| format!("git HEAD cannot be read ({})", e.message()))?;
     let commit = head.peel_to_commit().map_err(|e| format!("git HEAD is not a commit ({})", e.message()))?;
     let sha = commit.id().to_string();
-    let branch = if head.is_branch() { head.shorthand().map(str::to_string) } else { None };
+    let branch = if head.is_branch() { head.shorthand().ok().map(str::to_string) } else { None };
     let mut opts = git2::StatusOptions::new();
     opts.include_untracked(true).include_ignored(false).exclude_submodules(true);
     let dirty = repo.statuses(Some(&mut opts)).map(|s| !s.is_empty()).unwrap_or(false);
