@@ -167,26 +167,36 @@ impl<'a> Session<'a> {
     }
 }
 
-/// The plan `deploy` would follow. Docker being unreachable is not an error here.
-pub async fn preview_deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Result<Plan> {
-    let version = crate::version::resolve(opts.version.as_deref(), &session.loaded.root)?;
-    let (observed, proxy_image) = match session.engine.ping().await {
-        Ok(_) => (session.observe().await?, proxy_image_name(session)),
-        Err(e) => (Observed::unknown(e.to_string()), proxy_image_name(session)),
+/// The plan `deploy` would follow. Docker being unreachable (`engine` None or failing) is not an
+/// error here: the plan says the live state is unknown.
+pub async fn preview_deploy(loaded: &Loaded, engine: Option<&dyn Engine>, opts: &DeployOptions) -> anyhow::Result<Plan> {
+    let version = crate::version::resolve(opts.version.as_deref(), &loaded.root)?;
+    let names = Names::new(&loaded.config.app.name, &loaded.env);
+    let observed = match engine {
+        None => Observed::unknown("the Docker Engine cannot be reached"),
+        Some(engine) => match engine.ping().await {
+            Ok(_) => host::observe(engine, &names).await?,
+            Err(e) => Observed::unknown(e.to_string()),
+        },
     };
-    let req = DeployRequest { version, image: opts.image.clone(), skip_tests: opts.skip_tests, proxy_image };
-    Ok(plan::plan_deploy(session.loaded, &req, &observed))
+    let req = DeployRequest {
+        version,
+        image: opts.image.clone(),
+        skip_tests: opts.skip_tests,
+        proxy_image: proxy_image_name(loaded),
+    };
+    Ok(plan::plan_deploy(loaded, &req, &observed))
 }
 
 /// The proxy image name without building it (for previews).
-fn proxy_image_name(session: &Session<'_>) -> String {
-    session.loaded.config.proxy.image.clone().unwrap_or_else(|| "deployctl-proxy (built from this binary)".into())
+fn proxy_image_name(loaded: &Loaded) -> String {
+    loaded.config.proxy.image.clone().unwrap_or_else(|| "deployctl-proxy (built from this binary)".into())
 }
 
 pub async fn preview_rollback(session: &Session<'_>, to: Option<&str>) -> anyhow::Result<Plan> {
     session.engine.ping().await.map_err(engine_err)?;
     let observed = session.observe().await?;
-    plan::plan_rollback(session.loaded, to, &observed, &proxy_image_name(session)).map_err(|m| Error::DeployFailed(m).into())
+    plan::plan_rollback(session.loaded, to, &observed, &proxy_image_name(session.loaded)).map_err(|m| Error::DeployFailed(m).into())
 }
 
 pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Result<Report> {

@@ -23,7 +23,7 @@ pub fn config(g: &Global, out: &Output, args: ConfigArgs) -> anyhow::Result<Exit
 
 pub async fn check(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded).ok();
+    let engine = super::connect(&loaded).await.ok();
     let checks = run_checks(&loaded, engine.as_ref().map(|e| e as &dyn Engine)).await;
     let mut text = String::new();
     for c in &checks {

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use crate::cli::{DeployArgs, Global, RollbackArgs};
 use crate::deploy::{self, DeployOptions, Report, Session};
+use crate::engine::Engine;
 use crate::error::{Error, ExitCode};
 use crate::output::Output;
 use crate::plan::Plan;
@@ -13,8 +14,6 @@ const RECOVER_LIMIT: Duration = Duration::from_secs(4);
 
 pub async fn deploy(g: &Global, out: &Output, args: DeployArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded)?;
-    let session = Session::new(&loaded, &engine, out);
     let opts = DeployOptions {
         version: args.version,
         image: args.image,
@@ -22,17 +21,20 @@ pub async fn deploy(g: &Global, out: &Output, args: DeployArgs) -> anyhow::Resul
         lock_wait: super::parse_wait(args.lock_wait.as_deref())?,
     };
     if args.dry_run {
-        let plan = deploy::preview_deploy(&session, &opts).await?;
+        let engine = super::connect(&loaded).await.ok();
+        let plan = deploy::preview_deploy(&loaded, engine.as_ref().map(|e| e as &dyn Engine), &opts).await?;
         print_plan(out, &plan);
         return Ok(ExitCode::Ok);
     }
+    let engine = super::connect(&loaded).await?;
+    let session = Session::new(&loaded, &engine, out);
     let report = interruptible(&session, deploy::deploy(&session, &opts)).await?;
     Ok(print_report(out, &report))
 }
 
 pub async fn rollback(g: &Global, out: &Output, args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded)?;
+    let engine = super::connect(&loaded).await?;
     let session = Session::new(&loaded, &engine, out);
     if args.dry_run {
         let plan = deploy::preview_rollback(&session, args.to.as_deref()).await?;

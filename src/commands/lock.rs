@@ -10,7 +10,7 @@ use crate::output::Output;
 
 pub async fn lock(g: &Global, out: &Output, cmd: LockCommand) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded)?;
+    let engine = super::connect(&loaded).await?;
     engine.ping().await.map_err(engine_err)?;
     let names = Names::new(&loaded.config.app.name, &loaded.env);
     let stale_after = loaded.config.deploy.lock_stale_after.get();

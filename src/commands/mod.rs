@@ -55,8 +55,8 @@ pub fn load(g: &Global, out: &Output) -> anyhow::Result<Loaded> {
     Ok(loaded)
 }
 
-pub fn connect(loaded: &Loaded) -> anyhow::Result<DockerEngine> {
-    DockerEngine::connect(loaded.config.docker.host.as_deref()).map_err(engine_err)
+pub async fn connect(loaded: &Loaded) -> anyhow::Result<DockerEngine> {
+    DockerEngine::connect(loaded.config.docker.host.as_deref()).await.map_err(engine_err)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -11,7 +11,7 @@ use crate::output::Output;
 
 pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded)?;
+    let engine = super::connect(&loaded).await?;
     engine.ping().await.map_err(engine_err)?;
     let names = Names::new(&loaded.config.app.name, &loaded.env);
     if !args.yes {

@@ -5,7 +5,7 @@ use crate::status::{self, outcome_word};
 
 pub async fn status(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded)?;
+    let engine = super::connect(&loaded).await?;
     let report = status::status(&loaded, &engine).await?;
     let mut text = format!("{} / {}  {}\n", report.app, report.env, report.url);
     match &report.live {
@@ -32,7 +32,7 @@ pub async fn status(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
 
 pub async fn releases(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded)?;
+    let engine = super::connect(&loaded).await?;
     let releases = status::releases(&loaded, &engine).await?;
     let mut text = format!("{:<16} {:<12} {:<6} {:<20} {:>8}  {}\n", "VERSION", "OUTCOME", "COLOR", "STARTED", "SECONDS", "BY / REASON");
     for r in releases.iter().rev() {
