@@ -155,7 +155,7 @@ impl Output {
         match self.format {
             Format::Human => {
                 if !human.is_empty() {
-                    println!("{}", redact(human).trim_end());
+                    print_stdout(redact(human).trim_end());
                 }
             }
             Format::Json => {
@@ -167,7 +167,7 @@ impl Output {
                     map.insert("events".into(), Value::Array(events.clone()));
                 }
                 redact_json(&mut doc);
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into()));
+                print_stdout(&serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into()));
             }
         }
     }
@@ -274,6 +274,13 @@ impl Reporter for Output {
             }
         }
     }
+}
+
+/// A closed stdout (`| head`) is not an error worth a panic.
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }
 
 /// tracing's writer: stderr, redacted.
