@@ -3,6 +3,7 @@
 mod context;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,17 +53,27 @@ impl DockerEngine {
     /// `tcp://` address into TLS. Fails with `Unreachable` within a few seconds when the daemon
     /// does not answer.
     pub async fn connect(host: Option<&str>) -> Result<DockerEngine, EngineError> {
-        let env_host = std::env::var("DOCKER_HOST").ok();
-        let host = resolve_host(host, env_host.as_deref());
-        let tls = tls_settings()?;
-        let docker = open(&host, tls.as_ref(), API_DEFAULT_VERSION)?;
-        let docker = negotiate(docker, &host, tls.as_ref()).await?;
-        Ok(DockerEngine { docker, host })
+        connect_with(host, &|name| std::env::var_os(name)).await
     }
 
     /// The daemon address, for messages.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Networks whose name is exactly `name` (the daemon's filter matches substrings).
+    async fn networks_named(&self, name: &str) -> EngineResult<Vec<bollard::models::Network>> {
+        let options = ListNetworksOptionsBuilder::new()
+            .filters(&HashMap::from([("name", vec![name])]))
+            .build();
+        Ok(self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .collect())
     }
 
     fn err(&self, e: BollardError) -> EngineError {
@@ -120,6 +131,29 @@ fn resolve_host(arg: Option<&str>, env: Option<&str>) -> String {
         .to_string()
 }
 
+/// `connect` with the environment passed in, so tests need not change the process's.
+async fn connect_with(
+    host: Option<&str>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<DockerEngine, EngineError> {
+    let env_host = env("DOCKER_HOST").map(|h| h.to_string_lossy().into_owned());
+    let host = resolve_host(host, env_host.as_deref());
+    let tls = tls_settings(env);
+    let docker = open(&host, tls.as_ref(), API_DEFAULT_VERSION)?;
+    // Whatever goes wrong before the first answer means the engine cannot be used: one error
+    // kind (and exit code) for all of it.
+    let docker = negotiate(docker, &host, tls.as_ref())
+        .await
+        .map_err(|e| match e {
+            EngineError::Unreachable { .. } => e,
+            other => EngineError::Unreachable {
+                host: host.clone(),
+                reason: other.to_string(),
+            },
+        })?;
+    Ok(DockerEngine { docker, host })
+}
+
 /// Client certificates for TLS, when the environment asks for verification.
 #[derive(Debug, Clone)]
 struct TlsFiles {
@@ -128,24 +162,22 @@ struct TlsFiles {
     key: PathBuf,
 }
 
-fn tls_settings() -> Result<Option<TlsFiles>, EngineError> {
+fn tls_settings(env: &dyn Fn(&str) -> Option<OsString>) -> Option<TlsFiles> {
     // The docker CLI treats any non-empty DOCKER_TLS_VERIFY as on.
-    let verify = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty());
-    if !verify {
-        return Ok(None);
-    }
-    let dir = match std::env::var_os("DOCKER_CERT_PATH").filter(|p| !p.is_empty()) {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    set("DOCKER_TLS_VERIFY")?;
+    let dir = match set("DOCKER_CERT_PATH") {
         Some(p) => PathBuf::from(p),
-        None => match std::env::var_os("HOME") {
+        None => match set("HOME") {
             Some(home) => Path::new(&home).join(".docker"),
             None => PathBuf::from(".docker"),
         },
     };
-    Ok(Some(TlsFiles {
+    Some(TlsFiles {
         ca: dir.join("ca.pem"),
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
-    }))
+    })
 }
 
 /// Builds the client for `host` at `version`, without contacting the daemon.
@@ -186,6 +218,10 @@ fn open(
                     )));
                 }
             }
+            // bollard builds its rustls config from the process-wide crypto provider; pin ring
+            // so a second provider elsewhere in the dependency tree cannot make that ambiguous
+            // (rustls panics then). An already installed provider is fine too.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             Docker::connect_with_ssl(
                 &format!("tcp://{rest}"),
                 &files.key,
@@ -204,7 +240,10 @@ fn open(
             )));
         }
     };
-    result.map_err(|e| map_error(e, host))
+    result.map_err(|e| match map_error(e, host) {
+        EngineError::Unreachable { host, reason } => EngineError::Unreachable { host, reason },
+        other => unreachable(other.to_string()),
+    })
 }
 
 /// Finds the newest API version both sides speak. bollard's own `negotiate_version` asks at its
@@ -631,12 +670,10 @@ impl Engine for DockerEngine {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> EngineResult<()> {
-        match self.docker.inspect_network(name, None).await {
-            Ok(_) => return Ok(()),
-            Err(e) => match self.err(e) {
-                EngineError::NotFound(_) => {}
-                other => return Err(other),
-            },
+        // Looked up by exact name in the list: inspecting by name would also match an id prefix,
+        // and fails when a name is ambiguous.
+        if !self.networks_named(name).await?.is_empty() {
+            return Ok(());
         }
         let created = match self
             .docker
@@ -660,17 +697,7 @@ impl Engine for DockerEngine {
         // Daemons before API 1.44 create a second network of the same name when asked (the
         // CheckDuplicate flag is gone from current clients). Two racing creators keep the oldest
         // network and drop their own duplicate, so a name keeps meaning one network.
-        let options = ListNetworksOptionsBuilder::new()
-            .filters(&HashMap::from([("name", vec![name])]))
-            .build();
-        let same_name: Vec<_> = self
-            .docker
-            .list_networks(Some(options))
-            .await
-            .map_err(|e| self.err(e))?
-            .into_iter()
-            .filter(|n| n.name.as_deref() == Some(name))
-            .collect();
+        let same_name = self.networks_named(name).await?;
         let oldest = same_name
             .iter()
             .filter_map(|n| Some((created_key(n.created.as_deref()?), n.id.clone()?)))
@@ -927,6 +954,81 @@ mod tests {
         assert_eq!(resolve_host(Some("  "), Some("tcp://b:2")), "tcp://b:2");
         assert_eq!(resolve_host(None, None), DEFAULT_HOST);
         assert_eq!(resolve_host(None, Some("")), DEFAULT_HOST);
+    }
+
+    fn fake_env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let vars: Vec<(String, OsString)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn tls_follows_the_docker_cli_variables() {
+        assert!(tls_settings(&fake_env(&[])).is_none());
+        assert!(tls_settings(&fake_env(&[("DOCKER_TLS_VERIFY", "")])).is_none());
+        let tls = tls_settings(&fake_env(&[
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", "/certs"),
+        ]))
+        .expect("tls on");
+        assert_eq!(tls.ca, Path::new("/certs/ca.pem"));
+        assert_eq!(tls.cert, Path::new("/certs/cert.pem"));
+        assert_eq!(tls.key, Path::new("/certs/key.pem"));
+        let tls = tls_settings(&fake_env(&[
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("HOME", "/home/u"),
+        ]))
+        .expect("tls on");
+        assert_eq!(tls.ca, Path::new("/home/u/.docker/ca.pem"));
+    }
+
+    #[tokio::test]
+    async fn tls_without_certificates_is_a_clear_unreachable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert_path = dir.path().to_string_lossy().into_owned();
+        let env = fake_env(&[
+            ("DOCKER_HOST", "tcp://127.0.0.1:1"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", &cert_path),
+        ]);
+        match connect_with(None, &env).await {
+            Err(EngineError::Unreachable { host, reason }) => {
+                assert_eq!(host, "tcp://127.0.0.1:1");
+                assert!(reason.contains("ca.pem"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_tls_handshake_is_unreachable_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.path().join(f), "").expect("write");
+        }
+        // A peer that accepts and hangs up instead of speaking TLS.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                drop(conn);
+            }
+        });
+        let host = format!("tcp://127.0.0.1:{port}");
+        let cert_path = dir.path().to_string_lossy().into_owned();
+        let env = fake_env(&[("DOCKER_TLS_VERIFY", "1"), ("DOCKER_CERT_PATH", &cert_path)]);
+        let started = std::time::Instant::now();
+        let result = connect_with(Some(&host), &env).await;
+        server.abort();
+        match result {
+            Err(EngineError::Unreachable { host: h, .. }) => assert_eq!(h, host),
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(1));
     }
 
     #[test]
