@@ -814,3 +814,38 @@ async fn shutdown_lets_in_flight_requests_finish() {
     );
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn switch_back_does_not_wait_for_an_earlier_drain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = Proxy::start(dir.path()).await;
+    let v1 = upstream(healthy("v1")).await;
+    let v2 = upstream(healthy("v2")).await;
+    switch(dir.path(), &v1).await;
+
+    let slow = tokio::spawn(get(proxy.addr, "/slow"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let state_dir = dir.path().to_path_buf();
+    let forward = tokio::spawn({
+        let target = v2.target();
+        async move { proxy::client_switch(&state_dir, switch_req(target, 5_000)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v2");
+
+    // Roll back while the first switch still drains the slow v1 request.
+    let started = Instant::now();
+    let back = switch(dir.path(), &v1).await;
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(back.previous, Some(v2.target()));
+    assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v1");
+    assert!(!forward.is_finished());
+
+    let first = forward.await.expect("task").expect("first switch");
+    assert_eq!(first.abandoned, 0);
+    assert_eq!(
+        slow.await.expect("task").expect("slow request"),
+        (StatusCode::OK, "v1".to_string())
+    );
+    proxy.stop().await;
+}

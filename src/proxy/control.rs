@@ -32,7 +32,7 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 pub struct Controller {
     router: Arc<Router>,
     state_dir: PathBuf,
-    /// One switch at a time: each must see the live pointer the previous one left.
+    /// Serializes switches up to their swap (see [`switch::switch`]).
     switching: Mutex<()>,
     /// In-memory ledger; the lock also serializes its file writes.
     ledger: Mutex<Vec<ReleaseRecord>>,
@@ -52,8 +52,7 @@ impl Controller {
     pub async fn handle(&self, req: ControlRequest) -> ControlResponse {
         let result = match req {
             ControlRequest::Switch(req) => {
-                let _one_at_a_time = self.switching.lock().await;
-                switch::switch(&self.router, &self.state_dir, req)
+                switch::switch(&self.router, &self.state_dir, &self.switching, req)
                     .await
                     .map(ControlResponse::Switched)
             }

@@ -70,7 +70,8 @@ async fn forward(
         Ok(uri) => uri,
         Err(e) => {
             tracing::warn!(uri = %parts.uri, error = %e, "cannot build upstream URI");
-            guard.stats().record(started.elapsed(), true);
+            // The client's fault, not the target's: counted, but not as an error.
+            guard.stats().record(started.elapsed(), false);
             return text(
                 StatusCode::BAD_REQUEST,
                 "deployctl proxy: bad request target\n",

@@ -68,11 +68,11 @@ impl Server {
         let switched_at = initial.as_ref().and(state.switched_at);
         let router = Arc::new(Router::new(initial, switched_at));
 
-        let socket = socket_path(&opts.state_dir);
-        let control = bind_control(&socket).await?;
         let listener = TcpListener::bind(opts.listen)
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let socket = socket_path(&opts.state_dir);
+        let control = bind_control(&socket).await?;
         let controller = Arc::new(Controller::new(Arc::clone(&router), opts.state_dir));
         Ok(Self {
             listener,

@@ -10,6 +10,7 @@ use hyper::header::{HOST, HeaderValue, USER_AGENT};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Mutex;
 
 use super::protocol::{SwitchRequest, SwitchResult, Target};
 use super::route::{Route, Router, parse_addr};
@@ -18,13 +19,17 @@ use super::state::{PersistedState, save_state, unix_now};
 /// The one pre-switch probe must answer within this.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs one switch. The caller serializes switches.
+/// Runs one switch. `serial` is held from the probe to the swap, so each switch sees the live
+/// pointer the previous one left; it is released before the drain so a switch back (rollback)
+/// never waits for an earlier switch's drain.
 pub async fn switch(
     router: &Router,
     state_dir: &Path,
+    serial: &Mutex<()>,
     req: SwitchRequest,
 ) -> anyhow::Result<SwitchResult> {
     let started = Instant::now();
+    let one_at_a_time = serial.lock().await;
     let target = req.target;
     parse_addr(&target.addr)?;
     probe(
@@ -69,6 +74,7 @@ pub async fn switch(
 
     let old = router.swap(route, switched_at);
     let swap_ms = ms(started.elapsed());
+    drop(one_at_a_time);
     tracing::info!(
         from = old.as_ref().map(|o| o.target.container.as_str()).unwrap_or("-"),
         to = %target.container,
