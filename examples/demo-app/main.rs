@@ -165,9 +165,23 @@ fn header_safe(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
 }
 
-fn route(app: &App, method: &str, path: &str) -> Response {
+fn route(app: &App, method: &str, target: &str) -> Response {
     // The query string does not select a route.
-    let path = path.split('?').next().unwrap_or(path);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/slow" {
+        // A long request, for drain tests: `/slow?ms=2000` answers after 2 s like `/`.
+        let ms = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("ms="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1000)
+            .min(60_000);
+        thread::sleep(Duration::from_millis(ms));
+        return Response::text(
+            200,
+            format!("demo-app version={} color={} slow={ms}ms\n", app.version, app.color),
+        );
+    }
     if path != "/" && path != "/health" {
         return Response::text(404, "not found\n");
     }
