@@ -636,6 +636,68 @@ fn process_env_interpolates_env_file_path() {
     assert_eq!(prod.redacted_json()["app"]["env"]["KEY"], "***");
 }
 
+#[test]
+fn missing_required_keys_point_at_their_table() {
+    let dir = write_files(&[
+        (
+            "deploy.toml",
+            "[health]\nport = 0\nexpect_json = { pointer = \"/ok\" }\n\n[[notify]]\nkind = \"slack\"\n",
+        ),
+        ("environments/production.toml", ""),
+    ]);
+    let err = load(&options(dir.path().join("deploy.toml"), "production", &[])).unwrap_err();
+    let Error::Config(errs) = err else {
+        panic!("expected config errors")
+    };
+    let got: Vec<(usize, usize, &str, &str)> = errs
+        .0
+        .iter()
+        .map(|e| (e.line, e.col, e.key.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            // No `[app]` at all: a file-level error.
+            (0, 0, "app", "missing required key `app`"),
+            (2, 8, "health.port", "invalid port 0"),
+            (
+                3,
+                15,
+                "health.expect_json.equals",
+                "missing required key `equals`"
+            ),
+            (5, 1, "notify[0].url", "missing required key `url`"),
+        ]
+    );
+    assert!(errs.0.iter().all(|e| e.file.ends_with("deploy.toml")));
+}
+
+#[test]
+fn unquoted_duration_is_a_type_error_with_a_hint() {
+    let dir = write_files(&[
+        (
+            "deploy.toml",
+            "[app]\nname = \"web\"\n[health]\ntimeout = 5\n",
+        ),
+        ("environments/production.toml", ""),
+    ]);
+    let err = load(&options(dir.path().join("deploy.toml"), "production", &[])).unwrap_err();
+    let Error::Config(errs) = err else {
+        panic!("expected config errors")
+    };
+    assert_eq!(errs.0.len(), 1, "{errs:#?}");
+    let e = &errs.0[0];
+    assert_eq!((e.line, e.col, e.key.as_str()), (4, 11, "health.timeout"));
+    assert_eq!(
+        e.message,
+        "expected a duration string such as \"2s\", found an integer"
+    );
+    assert_eq!(
+        e.hint.as_deref(),
+        Some("write a duration like `500ms`, `2s`, `1m30s` or `1h`, in quotes")
+    );
+}
+
 // ---------------------------------------------------------------- robustness
 
 /// xorshift64*: deterministic, no dependency.
@@ -687,6 +749,13 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Replaces a file by unlinking it first: truncating in place makes ext4 flush
+/// (`auto_da_alloc`), which costs milliseconds per write.
+fn rewrite(path: &Path, bytes: &[u8]) {
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, bytes).unwrap();
+}
+
 #[test]
 fn mutated_configs_never_panic_and_errors_are_located() {
     let base = std::fs::read(format!("{FIX}/valid/deploy.toml")).unwrap();
@@ -713,8 +782,8 @@ fn mutated_configs_never_panic_and_errors_are_located() {
         } else {
             overlay.clone()
         };
-        std::fs::write(&base_path, &b).unwrap();
-        std::fs::write(&overlay_path, &o).unwrap();
+        rewrite(&base_path, &b);
+        rewrite(&overlay_path, &o);
         let result = std::panic::catch_unwind(|| load(&opts));
         let Ok(result) = result else {
             panic!(
@@ -754,6 +823,6 @@ fn mutated_configs_never_panic_and_errors_are_located() {
     }
     eprintln!("fuzz: {oks} loaded, {errs} rejected");
     // Not vacuous: mutations both break the config and leave it valid.
-    assert!(errs > 1000, "only {errs} mutations failed");
-    assert!(oks > 50, "only {oks} mutations loaded");
+    assert!(errs > 1500, "only {errs} mutations failed");
+    assert!(oks > 30, "only {oks} mutations loaded");
 }

@@ -55,6 +55,10 @@ pub struct Loaded {
 /// environment wins**, so a CI job can override a value of a checked-in env file without editing
 /// it. The `env_file` path itself is expanded from the process environment only.
 ///
+/// The env file is parsed by `dotenvy`, which expands `$NAME` inside unquoted and double-quoted
+/// values of the file itself (from earlier lines and the real process environment); single-quote
+/// a value that contains a literal `$`.
+///
 /// Values that count as secret and are registered in [`Loaded::redactor`]: every value of the
 /// env file, the `app.env` values named in `app.secret_env`, the `build.args` values named in
 /// `build.secret_args`, and every `notify[].url`.

@@ -56,7 +56,8 @@ impl<'s> Walker<'s> {
                 Some("ByteSize") => Some(format!("{SIZE_HINT}, in quotes")),
                 _ => unquote_hint(node, schema),
             };
-            let message = format!("expected {}, found {}", self.describe(schema), node.kind());
+            let expected = self.describe_resolved(schema, def);
+            let message = format!("expected {expected}, found {}", node.kind());
             errors.push(node.loc, key, message, hint);
             node.poisoned = true;
             return;
@@ -194,6 +195,11 @@ impl<'s> Walker<'s> {
     /// "a string", "an array of strings", "a duration such as `2s`", ...
     fn describe(&self, schema: &'s J) -> String {
         let (schema, def) = self.resolve(schema);
+        self.describe_resolved(schema, def)
+    }
+
+    /// `describe` of a schema already resolved from the definition `def`.
+    fn describe_resolved(&self, schema: &'s J, def: Option<&str>) -> String {
         match def {
             Some("Duration") => return "a duration string such as \"2s\"".to_owned(),
             Some("ByteSize") => return "a size string such as \"2GiB\"".to_owned(),
