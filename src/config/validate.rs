@@ -374,12 +374,13 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
     if let Some((node, s)) = v.string(&["app", "name"])
         && !valid_app_name(s)
     {
+        let hint = "use at most 63 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit";
         errors.push(
-                node.loc,
-                "app.name",
-                format!("invalid app name `{s}`"),
-                Some("use at most 63 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit".to_owned()),
-            );
+            node.loc,
+            "app.name",
+            format!("invalid app name `{s}`"),
+            Some(hint.to_owned()),
+        );
     }
     if let Some((node, s)) = v.string(&["proxy", "listen"])
         && let Err(reason) = check_listen(s)
