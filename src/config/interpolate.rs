@@ -9,9 +9,17 @@ use super::tree::{Errors, Loc, Node, Value, join_key};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum InterpError {
     /// Byte offsets are into the string value.
-    Unset { name: String, at: usize },
-    Unterminated { at: usize },
-    BadName { name: String, at: usize },
+    Unset {
+        name: String,
+        at: usize,
+    },
+    Unterminated {
+        at: usize,
+    },
+    BadName {
+        name: String,
+        at: usize,
+    },
 }
 
 /// Expands one string. `lookup` returns the value of a variable.
@@ -74,7 +82,9 @@ impl Parser<'_> {
         }
         if !valid || !(rest.starts_with('}') || rest.starts_with(":-")) {
             // Show what was written up to the next `}` (or the end) to make the message useful.
-            let shown_end = self.s[start..].find('}').map_or(self.s.len(), |e| start + e + 1);
+            let shown_end = self.s[start..]
+                .find('}')
+                .map_or(self.s.len(), |e| start + e + 1);
             if !self.s[start..].contains('}') {
                 return Err(InterpError::Unterminated { at: start });
             }
@@ -116,8 +126,7 @@ fn content_start(text: &str, value_start: usize) -> Option<usize> {
     if raw.starts_with('\'') {
         return Some(value_start + 1);
     }
-    if raw.starts_with('"') {
-        let body = &raw[1..];
+    if let Some(body) = raw.strip_prefix('"') {
         let end = body.find(['"', '\\'])?;
         return (body.as_bytes()[end] == b'"').then_some(value_start + 1);
     }

@@ -33,7 +33,9 @@ pub struct LoadOptions {
 }
 
 /// A loaded, valid configuration and what was learnt while loading it.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output is redacted: the config and the env file hold secrets.
+#[derive(Clone)]
 pub struct Loaded {
     pub config: Config,
     pub env: String,
@@ -52,6 +54,10 @@ pub struct Loaded {
 /// `${VAR}` looks in the process environment first, then in the env file: **the process
 /// environment wins**, so a CI job can override a value of a checked-in env file without editing
 /// it. The `env_file` path itself is expanded from the process environment only.
+///
+/// The env file is parsed by `dotenvy`, which expands `$NAME` inside unquoted and double-quoted
+/// values of the file itself (from earlier lines and the real process environment); single-quote
+/// a value that contains a literal `$`.
 ///
 /// Values that count as secret and are registered in [`Loaded::redactor`]: every value of the
 /// env file, the `app.env` values named in `app.secret_env`, the `build.args` values named in
@@ -108,7 +114,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
 
     let mut sources = Vec::new();
     let mut syntax_errors = Vec::new();
-    for (path, bytes) in [(&opts.config_path, base_bytes), (&overlay_path, overlay_bytes)] {
+    for (path, bytes) in [
+        (&opts.config_path, base_bytes),
+        (&overlay_path, overlay_bytes),
+    ] {
         let (source, utf8_error) = decode(display_path(path), bytes);
         sources.push(source);
         if let Some(offset) = utf8_error {
@@ -127,7 +136,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     }
     let mut trees = Vec::new();
     for file in 0..sources.len() {
-        if syntax_errors.iter().any(|e| e.file == sources[file].display) {
+        if syntax_errors
+            .iter()
+            .any(|e| e.file == sources[file].display)
+        {
             continue;
         }
         match tree::parse(&sources, file) {
@@ -141,12 +153,20 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     let mut trees = trees.into_iter();
     let (Some(mut root_node), Some(overlay)) = (trees.next(), trees.next()) else {
         // Unreachable: both files parsed when there is no syntax error.
-        return Err(Error::Usage("configuration files could not be read".to_owned()));
+        return Err(Error::Usage(
+            "configuration files could not be read".to_owned(),
+        ));
     };
     tree::merge(&mut root_node, overlay);
 
     let mut warnings = Vec::new();
-    let env_file = read_env_file(&mut root_node, &root, &opts.process_env, &mut sources, &mut warnings);
+    let env_file = read_env_file(
+        &mut root_node,
+        &root,
+        &opts.process_env,
+        &mut sources,
+        &mut warnings,
+    );
     let mut errors = Errors::new(&sources);
     errors.list.extend(env_file.errors);
 
@@ -226,6 +246,23 @@ pub fn list_environments(root: &Path) -> Vec<String> {
     names
 }
 
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("config", &self.redacted_json())
+            .field("env", &self.env)
+            .field("root", &self.root)
+            .field("files", &self.files)
+            .field("redactor", &self.redactor)
+            .field(
+                "env_file_vars",
+                &self.env_file_vars.keys().collect::<Vec<_>>(),
+            )
+            .field("warnings", &self.warnings)
+            .finish()
+    }
+}
+
 impl Loaded {
     /// The effective config as JSON with every secret value replaced by `"***"`: the secret
     /// fields whole, and secrets inside any other string (an env-file value interpolated into a
@@ -242,7 +279,10 @@ impl Loaded {
             }
         };
         mask(json.pointer_mut("/app/env"), &self.config.app.secret_env);
-        mask(json.pointer_mut("/build/args"), &self.config.build.secret_args);
+        mask(
+            json.pointer_mut("/build/args"),
+            &self.config.build.secret_args,
+        );
         if let Some(serde_json::Value::Array(targets)) = json.pointer_mut("/notify") {
             for t in targets {
                 if let Some(url) = t.get_mut("url") {
@@ -350,7 +390,14 @@ fn read_env_file(
     };
     let mut errors = Errors::new(sources);
     let lookup = |name: &str| process_env.get(name).cloned();
-    interpolate_tree(node, "prerequisites.env_file", &lookup, false, None, &mut errors);
+    interpolate_tree(
+        node,
+        "prerequisites.env_file",
+        &lookup,
+        false,
+        None,
+        &mut errors,
+    );
     out.errors = errors.list;
     let Value::String(rel) = &node.value else {
         // Wrong type: the schema check reports it.
@@ -402,7 +449,10 @@ fn read_env_file(
                 let (offset, message) = match &e {
                     dotenvy::Error::LineParse(line, index) => {
                         let start = text.find(line.trim_end_matches(['\n', '\r']));
-                        (start.map(|s| s + index), "syntax error in env file".to_owned())
+                        (
+                            start.map(|s| s + index),
+                            "syntax error in env file".to_owned(),
+                        )
                     }
                     _ => (None, "cannot parse env file".to_owned()),
                 };
@@ -419,7 +469,10 @@ fn read_env_file(
                     file_loc,
                     "",
                     message,
-                    Some("write one `NAME=value` per line; quote values with spaces or `#`".to_owned()),
+                    Some(
+                        "write one `NAME=value` per line; quote values with spaces or `#`"
+                            .to_owned(),
+                    ),
                 ));
                 out.failed = true;
                 return out;
@@ -469,12 +522,20 @@ fn tree_secrets(root: &Node) -> Vec<String> {
     ] {
         let names = root.get(&list).and_then(Node::as_array).unwrap_or_default();
         for name in names.iter().filter_map(Node::as_str) {
-            if let Some(v) = root.get(&map).and_then(|m| m.get(&[name])).and_then(Node::as_str) {
+            if let Some(v) = root
+                .get(&map)
+                .and_then(|m| m.get(&[name]))
+                .and_then(Node::as_str)
+            {
                 out.push(v.to_owned());
             }
         }
     }
-    for target in root.get(&["notify"]).and_then(Node::as_array).unwrap_or_default() {
+    for target in root
+        .get(&["notify"])
+        .and_then(Node::as_array)
+        .unwrap_or_default()
+    {
         if let Some(url) = target.get(&["url"]).and_then(Node::as_str) {
             out.push(url.to_owned());
         }
@@ -511,7 +572,10 @@ mod tests {
 
     #[test]
     fn display_paths_are_clean() {
-        assert_eq!(display_path(Path::new("./environments/p.toml")), "environments/p.toml");
+        assert_eq!(
+            display_path(Path::new("./environments/p.toml")),
+            "environments/p.toml"
+        );
         assert_eq!(display_path(Path::new("deploy.toml")), "deploy.toml");
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(display_path(&cwd.join("a/b.toml")), "a/b.toml");

@@ -175,7 +175,8 @@ impl<'a> Errors<'a> {
     }
 
     pub fn push(&mut self, loc: Loc, key: &str, message: String, hint: Option<String>) {
-        self.list.push(make_error(self.sources, loc, key, message, hint));
+        self.list
+            .push(make_error(self.sources, loc, key, message, hint));
     }
 }
 

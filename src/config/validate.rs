@@ -10,6 +10,8 @@ use super::schema::{ByteSize, Duration};
 use super::tree::{Entry, Errors, Loc, Node, Value, join_key};
 
 const DURATION_HINT: &str = "write a duration like `500ms`, `2s`, `1m30s` or `1h`";
+/// Integer keys that hold a TCP port: 0 is out of range too.
+const PORT_KEYS: [&str; 2] = ["app.port", "health.port"];
 const SIZE_HINT: &str = "write a size like `512MiB`, `2GiB` or `1GB`";
 
 /// Schema checks. Nodes with an error are marked poisoned so the value rules skip them.
@@ -52,9 +54,10 @@ impl<'s> Walker<'s> {
             let hint = match def {
                 Some("Duration") => Some(format!("{DURATION_HINT}, in quotes")),
                 Some("ByteSize") => Some(format!("{SIZE_HINT}, in quotes")),
-                _ => None,
+                _ => unquote_hint(node, schema),
             };
-            let message = format!("expected {}, found {}", self.describe(schema), node.kind());
+            let expected = self.describe_resolved(schema, def);
+            let message = format!("expected {expected}, found {}", node.kind());
             errors.push(node.loc, key, message, hint);
             node.poisoned = true;
             return;
@@ -186,25 +189,17 @@ impl<'s> Walker<'s> {
     }
 
     fn type_matches(&self, node: &Node, schema: &J) -> bool {
-        let matches = |t: &str| match (t, &node.value) {
-            ("string", Value::String(_))
-            | ("integer", Value::Integer(_))
-            | ("number", Value::Integer(_) | Value::Float(_))
-            | ("boolean", Value::Boolean(_))
-            | ("array", Value::Array(_))
-            | ("object", Value::Table(_)) => true,
-            _ => false,
-        };
-        match schema.get("type") {
-            Some(J::String(t)) => matches(t),
-            Some(J::Array(ts)) => ts.iter().filter_map(J::as_str).any(matches),
-            _ => true,
-        }
+        type_matches(node, schema)
     }
 
     /// "a string", "an array of strings", "a duration such as `2s`", ...
     fn describe(&self, schema: &'s J) -> String {
         let (schema, def) = self.resolve(schema);
+        self.describe_resolved(schema, def)
+    }
+
+    /// `describe` of a schema already resolved from the definition `def`.
+    fn describe_resolved(&self, schema: &'s J, def: Option<&str>) -> String {
         match def {
             Some("Duration") => return "a duration string such as \"2s\"".to_owned(),
             Some("ByteSize") => return "a size string such as \"2GiB\"".to_owned(),
@@ -228,7 +223,10 @@ impl<'s> Walker<'s> {
             "array" => match schema.get("items") {
                 Some(items) => {
                     let inner = self.describe(items);
-                    match inner.strip_prefix("a ").or_else(|| inner.strip_prefix("an ")) {
+                    match inner
+                        .strip_prefix("a ")
+                        .or_else(|| inner.strip_prefix("an "))
+                    {
                         Some(noun) if !noun.contains(' ') => format!("an array of {noun}s"),
                         _ => "an array".to_owned(),
                     }
@@ -260,7 +258,18 @@ impl<'s> Walker<'s> {
         if let Some(max) = schema.get("maximum").and_then(J::as_i64) {
             hi = hi.min(max);
         }
-        if n < lo || n > hi {
+        if PORT_KEYS.contains(&key) {
+            lo = lo.max(1);
+            if n < lo || n > hi {
+                errors.push(
+                    node.loc,
+                    key,
+                    format!("invalid port {n}"),
+                    Some(format!("a port is a number from {lo} to {hi}")),
+                );
+                node.poisoned = true;
+            }
+        } else if n < lo || n > hi {
             errors.push(
                 node.loc,
                 key,
@@ -270,6 +279,44 @@ impl<'s> Walker<'s> {
             node.poisoned = true;
         }
     }
+}
+
+/// Whether the node has one of the schema's `type`s (any type when the schema names none).
+fn type_matches(node: &Node, schema: &J) -> bool {
+    let matches = |t: &str| {
+        matches!(
+            (t, &node.value),
+            ("string", Value::String(_))
+                | ("integer", Value::Integer(_))
+                | ("number", Value::Integer(_) | Value::Float(_))
+                | ("boolean", Value::Boolean(_))
+                | ("array", Value::Array(_))
+                | ("object", Value::Table(_))
+        )
+    };
+    match schema.get("type") {
+        Some(J::String(t)) => matches(t),
+        Some(J::Array(ts)) => ts.iter().filter_map(J::as_str).any(matches),
+        _ => true,
+    }
+}
+
+/// `port = "8080"` where a number is expected: suggest dropping the quotes.
+fn unquote_hint(node: &Node, schema: &J) -> Option<String> {
+    let s = node.as_str()?.trim();
+    let parsed = Node::new(
+        if let Ok(i) = s.parse::<i64>() {
+            Value::Integer(i)
+        } else if let Ok(f) = s.parse::<f64>() {
+            Value::Float(f)
+        } else if let Ok(b) = s.parse::<bool>() {
+            Value::Boolean(b)
+        } else {
+            return None;
+        },
+        node.loc,
+    );
+    type_matches(&parsed, schema).then(|| format!("remove the quotes: `{s}`"))
 }
 
 fn check_parse<T: std::str::FromStr>(
@@ -305,12 +352,7 @@ fn check_enum(node: &mut Node, allowed: &[J], key: &str, errors: &mut Errors<'_>
         Some(best) => format!("did you mean `{best}`? valid values: {}", names.join(", ")),
         None => format!("valid values: {}", names.join(", ")),
     };
-    errors.push(
-        node.loc,
-        key,
-        format!("invalid value `{s}`"),
-        Some(hint),
-    );
+    errors.push(node.loc, key, format!("invalid value `{s}`"), Some(hint));
     node.poisoned = true;
 }
 
@@ -329,63 +371,52 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
     let v = Values { root };
     let get = |path: &[&str]| v.get(path);
 
-    if let Some((node, s)) = v.string(&["app", "name"]) {
-        if !valid_app_name(s) {
-            errors.push(
-                node.loc,
-                "app.name",
-                format!("invalid app name `{s}`"),
-                Some("use at most 63 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit".to_owned()),
-            );
-        }
+    if let Some((node, s)) = v.string(&["app", "name"])
+        && !valid_app_name(s)
+    {
+        let hint = "use at most 63 lowercase letters, digits, `-`, `_` or `.`, starting with a letter or digit";
+        errors.push(
+            node.loc,
+            "app.name",
+            format!("invalid app name `{s}`"),
+            Some(hint.to_owned()),
+        );
     }
-    for path in [&["app", "port"][..], &["health", "port"]] {
-        if let Some((node, n)) = v.int(path) {
-            if !(1..=65535).contains(&n) {
-                errors.push(
-                    node.loc,
-                    &path.join("."),
-                    format!("invalid port {n}"),
-                    Some("a port is a number from 1 to 65535".to_owned()),
-                );
-            }
-        }
-    }
-    if let Some((node, s)) = v.string(&["proxy", "listen"]) {
-        if let Err(reason) = check_listen(s) {
-            errors.push(
-                node.loc,
-                "proxy.listen",
-                format!("invalid listen address `{s}`: {reason}"),
-                Some("write `PORT` or `IP:PORT`, such as `80` or `0.0.0.0:443`".to_owned()),
-            );
-        }
+    if let Some((node, s)) = v.string(&["proxy", "listen"])
+        && let Err(reason) = check_listen(s)
+    {
+        errors.push(
+            node.loc,
+            "proxy.listen",
+            format!("invalid listen address `{s}`: {reason}"),
+            Some("write `PORT` or `IP:PORT`, such as `80` or `0.0.0.0:443`".to_owned()),
+        );
     }
     for path in [
         &["health", "healthy_threshold"][..],
         &["health", "unhealthy_threshold"],
         &["deploy", "keep_releases"],
     ] {
-        if let Some((node, n)) = v.int(path) {
-            if n < 1 {
-                errors.push(
-                    node.loc,
-                    &path.join("."),
-                    format!("must be at least 1, found {n}"),
-                    None,
-                );
-            }
-        }
-    }
-    if let Some((node, d)) = v.duration(&["health", "interval"]) {
-        if d.get().is_zero() {
+        if let Some((node, n)) = v.int(path)
+            && n < 1
+        {
             errors.push(
                 node.loc,
-                "health.interval",
-                "must be greater than zero".to_owned(),
-                Some(DURATION_HINT.to_owned()),
+                &path.join("."),
+                format!("must be at least 1, found {n}"),
+                None,
             );
         }
+    }
+    if let Some((node, d)) = v.duration(&["health", "interval"])
+        && d.get().is_zero()
+    {
+        errors.push(
+            node.loc,
+            "health.interval",
+            "must be greater than zero".to_owned(),
+            Some(DURATION_HINT.to_owned()),
+        );
     }
     check_timeout_deadline(&v, errors);
     if let Some(node) = get(&["verify", "max_error_rate"]) {
@@ -403,96 +434,97 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
             );
         }
     }
-    if let Some((node, s)) = v.string(&["health", "path"]) {
-        if !s.starts_with('/') {
-            errors.push(
-                node.loc,
-                "health.path",
-                format!("`{s}` does not start with `/`"),
-                Some(format!("write `/{}`", s.trim_start_matches('/'))),
-            );
-        }
+    if let Some((node, s)) = v.string(&["health", "path"])
+        && !s.starts_with('/')
+    {
+        errors.push(
+            node.loc,
+            "health.path",
+            format!("`{s}` does not start with `/`"),
+            Some(format!("write `/{}`", s.trim_start_matches('/'))),
+        );
     }
     for (i, item) in v.array(&["health", "expect_status"]) {
-        if let Some(n) = v.int_of(item) {
-            if !(100..=599).contains(&n) {
-                errors.push(
-                    item.loc,
-                    &format!("health.expect_status[{i}]"),
-                    format!("{n} is not an HTTP status code"),
-                    Some("use codes from 100 to 599".to_owned()),
-                );
-            }
-        }
-    }
-    if let Some((node, s)) = v.string(&["health", "expect_json", "pointer"]) {
-        if !(s.is_empty() || s.starts_with('/')) {
+        if let Some(n) = v.int_of(item)
+            && !(100..=599).contains(&n)
+        {
             errors.push(
-                node.loc,
-                "health.expect_json.pointer",
-                format!("`{s}` is not a JSON pointer"),
-                Some(format!(
-                    "a JSON pointer is empty or starts with `/`, such as `/{s}`"
-                )),
+                item.loc,
+                &format!("health.expect_status[{i}]"),
+                format!("{n} is not an HTTP status code"),
+                Some("use codes from 100 to 599".to_owned()),
             );
         }
     }
-    if let Some(node) = get(&["health", "docker_cmd"]) {
-        if node.as_array().is_some_and(<[Node]>::is_empty) && !node.poisoned {
-            errors.push(
-                node.loc,
-                "health.docker_cmd",
-                "empty command".to_owned(),
-                Some("give the argv, such as `[\"/app\", \"--check\"]`".to_owned()),
-            );
-        }
+    if let Some((node, s)) = v.string(&["health", "expect_json", "pointer"])
+        && !(s.is_empty() || s.starts_with('/'))
+    {
+        errors.push(
+            node.loc,
+            "health.expect_json.pointer",
+            format!("`{s}` is not a JSON pointer"),
+            Some(format!(
+                "a JSON pointer is empty or starts with `/`, such as `/{s}`"
+            )),
+        );
+    }
+    if let Some(node) = get(&["health", "docker_cmd"])
+        && node.as_array().is_some_and(<[Node]>::is_empty)
+        && !node.poisoned
+    {
+        errors.push(
+            node.loc,
+            "health.docker_cmd",
+            "empty command".to_owned(),
+            Some("give the argv, such as `[\"/app\", \"--check\"]`".to_owned()),
+        );
     }
     for (i, item) in v.array(&["notify"]) {
         let key = format!("notify[{i}].url");
-        if let Some((node, url)) = v.string_of(item.get(&["url"])) {
-            if let Err(reason) = check_url(url) {
-                // The URL is secret: never quote it.
-                errors.push(
-                    node.loc,
-                    &key,
-                    format!("invalid webhook URL: {reason}"),
-                    Some("write an http:// or https:// URL".to_owned()),
-                );
-            }
+        if let Some((node, url)) = v.string_of(item.get(&["url"]))
+            && let Err(reason) = check_url(url)
+        {
+            // The URL is secret: never quote it.
+            errors.push(
+                node.loc,
+                &key,
+                format!("invalid webhook URL: {reason}"),
+                Some("write an http:// or https:// URL".to_owned()),
+            );
         }
     }
     for (i, item) in v.array(&["git", "branches"]) {
-        if let Some((node, glob)) = v.string_of(Some(item)) {
-            if let Err(e) = globset::Glob::new(glob) {
-                errors.push(
-                    node.loc,
-                    &format!("git.branches[{i}]"),
-                    format!("invalid branch pattern `{glob}`: {}", e.kind()),
-                    Some("write a branch name or a glob such as `release/*`".to_owned()),
-                );
-            }
+        if let Some((node, glob)) = v.string_of(Some(item))
+            && let Err(e) = globset::Glob::new(glob)
+        {
+            errors.push(
+                node.loc,
+                &format!("git.branches[{i}]"),
+                format!("invalid branch pattern `{glob}`: {}", e.kind()),
+                Some("write a branch name or a glob such as `release/*`".to_owned()),
+            );
         }
     }
     for (i, tool) in v.array(&["prerequisites", "tools"]) {
-        if let Some((node, req)) = v.string_of(tool.get(&["version"])) {
-            if let Err(e) = semver::VersionReq::parse(req) {
-                errors.push(
-                    node.loc,
-                    &format!("prerequisites.tools[{i}].version"),
-                    format!("invalid version requirement `{req}`: {e}"),
-                    Some("write a semver requirement such as `>= 18.17.0` or `^1.2`".to_owned()),
-                );
-            }
+        if let Some((node, req)) = v.string_of(tool.get(&["version"]))
+            && let Err(e) = semver::VersionReq::parse(req)
+        {
+            errors.push(
+                node.loc,
+                &format!("prerequisites.tools[{i}].version"),
+                format!("invalid version requirement `{req}`: {e}"),
+                Some("write a semver requirement such as `>= 18.17.0` or `^1.2`".to_owned()),
+            );
         }
-        if let Some((node, name)) = v.string_of(tool.get(&["name"])) {
-            if name.trim().is_empty() {
-                errors.push(
-                    node.loc,
-                    &format!("prerequisites.tools[{i}].name"),
-                    "empty tool name".to_owned(),
-                    None,
-                );
-            }
+        if let Some((node, name)) = v.string_of(tool.get(&["name"]))
+            && name.trim().is_empty()
+        {
+            errors.push(
+                node.loc,
+                &format!("prerequisites.tools[{i}].name"),
+                "empty tool name".to_owned(),
+                None,
+            );
         }
     }
     if let Some(entries) = get(&["app", "env"]).and_then(Node::entries) {
@@ -502,18 +534,28 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
                     e.key_loc,
                     &join_key("app.env", &e.key),
                     format!("invalid environment variable name `{}`", e.key),
-                    Some(
-                        "use letters, digits and `_`, not starting with a digit".to_owned(),
-                    ),
+                    Some("use letters, digits and `_`, not starting with a digit".to_owned()),
                 );
             }
         }
     }
-    for name in ["pre_build", "pre_deploy", "post_deploy", "on_failure", "on_rollback"] {
+    for name in [
+        "pre_build",
+        "pre_deploy",
+        "post_deploy",
+        "on_failure",
+        "on_rollback",
+    ] {
         check_commands(&v, &["hooks", name], errors);
     }
     check_commands(&v, &["test", "commands"], errors);
-    warn_unknown_secret_names(&v, &["app", "secret_env"], &["app", "env"], warnings, errors);
+    warn_unknown_secret_names(
+        &v,
+        &["app", "secret_env"],
+        &["app", "env"],
+        warnings,
+        errors,
+    );
     warn_unknown_secret_names(
         &v,
         &["build", "secret_args"],
@@ -589,10 +631,11 @@ fn check_timeout_deadline(v: &Values<'_>, errors: &mut Errors<'_>) {
         errors.push(
             node.loc,
             key,
-            format!(
-                "health.timeout ({timeout}) must be shorter than health.deadline ({deadline})"
+            format!("health.timeout ({timeout}) must be shorter than health.deadline ({deadline})"),
+            Some(
+                "one check must fit in the overall deadline: lower `timeout` or raise `deadline`"
+                    .to_owned(),
             ),
-            Some("one check must fit in the overall deadline: lower `timeout` or raise `deadline`".to_owned()),
         );
     }
 }
@@ -644,7 +687,13 @@ fn warn_unknown_secret_names(
         if keys.contains(&name) {
             continue;
         }
-        let err = super::tree::make_error(errors.sources, item.loc, &list.join("."), String::new(), None);
+        let err = super::tree::make_error(
+            errors.sources,
+            item.loc,
+            &list.join("."),
+            String::new(),
+            None,
+        );
         let suggestion = did_you_mean(name, &keys)
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
@@ -678,7 +727,8 @@ pub(crate) fn valid_env_name(s: &str) -> bool {
 
 fn check_listen(s: &str) -> Result<(), String> {
     let port = if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
-        s.parse::<u32>().map_err(|_| "port out of range".to_owned())?
+        s.parse::<u32>()
+            .map_err(|_| "port out of range".to_owned())?
     } else {
         let addr: SocketAddr = s
             .parse()
