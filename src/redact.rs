@@ -6,6 +6,9 @@ use std::fmt;
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
 
+/// Shorter values are not treated as secrets (see `Redactor::add`).
+pub const MIN_SECRET_CHARS: usize = 4;
+
 /// The set of secret strings of one run, and the one function that hides them in text.
 ///
 /// Matching is exact and case-sensitive. At each position the longest secret that matches wins,
@@ -23,6 +26,7 @@ impl Redactor {
 
     /// Registers a secret. Empty values are ignored. A multi-line value is registered whole and
     /// line by line, because tools (and GitHub's `::add-mask::`) print and mask line by line.
+    /// Registers a secret value; values shorter than `MIN_SECRET_CHARS` are not masked.
     pub fn add(&mut self, secret: &str) {
         self.insert(secret);
         if secret.contains('\n') {
@@ -35,7 +39,9 @@ impl Redactor {
     }
 
     fn insert(&mut self, secret: &str) {
-        if secret.is_empty() || self.secrets.iter().any(|s| s == secret) {
+        // Values this short (`1`, `true`, `dev`) are flags, not credentials; masking every
+        // occurrence of them would garble all output.
+        if secret.chars().count() < MIN_SECRET_CHARS || self.secrets.iter().any(|s| s == secret) {
             return;
         }
         // Keep longest first: the scan in `redact` relies on it.
