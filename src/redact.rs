@@ -121,11 +121,20 @@ mod tests {
     #[test]
     fn longest_secret_wins() {
         let mut r = Redactor::new();
-        r.add("abc");
-        r.add("abcdef");
-        // A shorter-first replacement would leave `***def`.
-        assert_eq!(r.redact("xabcdefx abc"), "x***x ***");
-        assert_eq!(r.secrets().collect::<Vec<_>>(), ["abcdef", "abc"]);
+        r.add("abcd");
+        r.add("abcdefg");
+        // A shorter-first replacement would leave `***efg`.
+        assert_eq!(r.redact("xabcdefgx abcd"), "x***x ***");
+        assert_eq!(r.secrets().collect::<Vec<_>>(), ["abcdefg", "abcd"]);
+    }
+
+    #[test]
+    fn short_values_are_not_secrets() {
+        let mut r = Redactor::new();
+        r.add("1");
+        r.add("yes");
+        assert!(r.is_empty());
+        assert_eq!(r.redact("1 yes"), "1 yes");
     }
 
     #[test]
@@ -153,8 +162,8 @@ mod tests {
     #[test]
     fn handles_multibyte_text() {
         let mut r = Redactor::new();
-        r.add("clé");
-        assert_eq!(r.redact("ünï clé ünï"), "ünï *** ünï");
+        r.add("clé✓");
+        assert_eq!(r.redact("ünï clé✓ ünï"), "ünï *** ünï");
     }
 
     #[test]
