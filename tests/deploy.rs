@@ -115,7 +115,9 @@ fn zero_downtime_through_deploy_and_rollbacks() {
     let load = Load::start(app.port, 120);
     std::thread::sleep(Duration::from_millis(500));
     let deploy = app.deploy("v2", &[]);
-    let auto = app.deploy("v3", &[("DEMO_MODE", "fail_after"), ("DEMO_FAIL_AFTER", "4")]);
+    // Passes the gate, then its health checks fail during the verify window: rolled back
+    // automatically while `/` keeps answering, so every failed request would be the tool's fault.
+    let auto = app.deploy("v3", &[("DEMO_MODE", "unhealthy_after"), ("DEMO_FAIL_AFTER", "4")]);
     let manual = app.run(&["rollback"], &[]);
     std::thread::sleep(Duration::from_millis(500));
     let stats = load.stop();

@@ -7,7 +7,8 @@
 //! - `PORT` (default 8080): listens on `0.0.0.0:$PORT`.
 //! - `DEPLOYCTL_VERSION` / `APP_VERSION` (default `dev`), `DEPLOYCTL_COLOR` (default `-`).
 //! - `DEMO_MODE`: `healthy` (default), `fail500`, `slow`, `refuse`, `crash`, `flap`,
-//!   `never_ready`, `fail_after`; tuned by `DEMO_SLOW_MS` (10000) and `DEMO_FAIL_AFTER` (20).
+//!   `never_ready`, `fail_after` (everything 500s after N requests), `unhealthy_after` (only
+//!   `/health` fails after N health checks, `/` keeps serving); tuned by `DEMO_SLOW_MS` (10000) and `DEMO_FAIL_AFTER` (20).
 //! - `DEMO_STARTUP_MS` (default 0): delay before listening, a slow start.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -51,6 +52,7 @@ enum Mode {
     Flap,
     NeverReady,
     FailAfter,
+    UnhealthyAfter,
 }
 
 impl Mode {
@@ -64,6 +66,7 @@ impl Mode {
             "flap" => Mode::Flap,
             "never_ready" => Mode::NeverReady,
             "fail_after" => Mode::FailAfter,
+            "unhealthy_after" => Mode::UnhealthyAfter,
             _ => return None,
         })
     }
@@ -78,6 +81,7 @@ impl Mode {
             Mode::Flap => "flap",
             Mode::NeverReady => "never_ready",
             Mode::FailAfter => "fail_after",
+            Mode::UnhealthyAfter => "unhealthy_after",
         }
     }
 }
@@ -240,6 +244,16 @@ fn route(app: &App, method: &str, target: &str) -> Response {
             }
         }
         Mode::NeverReady => Response::json(503, "{\"status\":\"starting\"}"),
+        Mode::UnhealthyAfter => {
+            if app.health_hits.fetch_add(1, Ordering::SeqCst) < app.fail_after {
+                ok()
+            } else {
+                Response::json(
+                    500,
+                    "{\"status\":\"error\",\"error\":\"DEMO_MODE=unhealthy_after: health checks fail now\"}",
+                )
+            }
+        }
     }
 }
 
@@ -456,7 +470,7 @@ fn run() -> Result<(), String> {
     let mode_text = env_nonempty("DEMO_MODE").unwrap_or_else(|| "healthy".into());
     let mode = Mode::parse(&mode_text).ok_or_else(|| {
         format!(
-            "DEMO_MODE={mode_text:?} is unknown; expected one of healthy, fail500, slow, refuse, crash, flap, never_ready, fail_after"
+            "DEMO_MODE={mode_text:?} is unknown; expected one of healthy, fail500, slow, refuse, crash, flap, never_ready, fail_after, unhealthy_after"
         )
     })?;
     let port = match env_nonempty("PORT") {
