@@ -18,7 +18,12 @@ pub async fn run_checks(loaded: &Loaded, engine: Option<&dyn Engine>) -> Vec<Che
     let mut checks = vec![CheckResult {
         name: "config".into(),
         ok: true,
-        detail: loaded.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" + "),
+        detail: loaded
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + "),
         fix: None,
     }];
     let docker = match engine {

@@ -22,7 +22,12 @@ pub struct Global {
     #[arg(short, long, global = true, env = "DEPLOYCTL_ENV")]
     pub env: Option<String>,
     /// Path of deploy.toml
-    #[arg(long, global = true, env = "DEPLOYCTL_CONFIG", default_value = "deploy.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "DEPLOYCTL_CONFIG",
+        default_value = "deploy.toml"
+    )]
     pub config: PathBuf,
     /// Output format
     #[arg(long, global = true, value_enum, default_value = "human")]

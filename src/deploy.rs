@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::config::{CommandSpec, Loaded};
 use crate::engine::{
-    BuildRequest, ContainerSpec, ContainerState, Engine, EngineError, HealthcheckSpec, RestartPolicy, labels,
+    BuildRequest, ContainerSpec, ContainerState, Engine, EngineError, HealthcheckSpec,
+    RestartPolicy, labels,
 };
 use crate::error::Error;
 use crate::health::{HealthOutcome, ProbeResult};
@@ -71,12 +72,19 @@ impl FailureReport {
         if !self.probes.is_empty() {
             out.push_str("last health checks:\n");
             for p in &self.probes {
-                let status = p.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+                let status = p
+                    .status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into());
                 out.push_str(&format!(
                     "  {:>6} ms  status {status}  {}  {}\n",
                     p.at_ms,
                     p.error.as_deref().unwrap_or("ok"),
-                    p.body_head.chars().take(80).collect::<String>().replace('\n', " ")
+                    p.body_head
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                        .replace('\n', " ")
                 ));
             }
         }
@@ -122,7 +130,12 @@ struct Failed {
 
 impl From<anyhow::Error> for Failed {
     fn from(e: anyhow::Error) -> Self {
-        Failed { report: FailureReport { reason: format!("{e:#}"), ..Default::default() } }
+        Failed {
+            report: FailureReport {
+                reason: format!("{e:#}"),
+                ..Default::default()
+            },
+        }
     }
 }
 
@@ -144,21 +157,49 @@ impl<'a> Session<'a> {
     }
 
     /// The environment hooks see.
-    fn hook_env(&self, version: &str, previous: Option<&str>, color: &str, outcome: &str) -> Vec<(String, String)> {
+    fn hook_env(
+        &self,
+        version: &str,
+        previous: Option<&str>,
+        color: &str,
+        outcome: &str,
+    ) -> Vec<(String, String)> {
         vec![
             ("DEPLOYCTL_APP".into(), self.names.app.clone()),
             ("DEPLOYCTL_ENV".into(), self.names.env.clone()),
             ("DEPLOYCTL_VERSION".into(), version.into()),
-            ("DEPLOYCTL_PREVIOUS_VERSION".into(), previous.unwrap_or("").into()),
+            (
+                "DEPLOYCTL_PREVIOUS_VERSION".into(),
+                previous.unwrap_or("").into(),
+            ),
             ("DEPLOYCTL_COLOR".into(), color.into()),
             ("DEPLOYCTL_OUTCOME".into(), outcome.into()),
         ]
     }
 
-    async fn run_command(&self, source: &str, spec: (&[String], bool), env: &[(String, String)], timeout: Duration) -> Result<(), Failed> {
-        run::run(spec.0, spec.1, &self.loaded.root, env, timeout, source, self.reporter)
-            .await
-            .map_err(|f| Failed { report: FailureReport { reason: format!("{source} failed: {f}"), ..Default::default() } })
+    async fn run_command(
+        &self,
+        source: &str,
+        spec: (&[String], bool),
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(), Failed> {
+        run::run(
+            spec.0,
+            spec.1,
+            &self.loaded.root,
+            env,
+            timeout,
+            source,
+            self.reporter,
+        )
+        .await
+        .map_err(|f| Failed {
+            report: FailureReport {
+                reason: format!("{source} failed: {f}"),
+                ..Default::default()
+            },
+        })
     }
 
     /// Observes the host, or says why it could not.
@@ -169,7 +210,11 @@ impl<'a> Session<'a> {
 
 /// The plan `deploy` would follow. Docker being unreachable (`engine` None or failing) is not an
 /// error here: the plan says the live state is unknown.
-pub async fn preview_deploy(loaded: &Loaded, engine: Option<&dyn Engine>, opts: &DeployOptions) -> anyhow::Result<Plan> {
+pub async fn preview_deploy(
+    loaded: &Loaded,
+    engine: Option<&dyn Engine>,
+    opts: &DeployOptions,
+) -> anyhow::Result<Plan> {
     let version = crate::version::resolve(opts.version.as_deref(), &loaded.root)?;
     let names = Names::new(&loaded.config.app.name, &loaded.env);
     let observed = match engine {
@@ -190,13 +235,24 @@ pub async fn preview_deploy(loaded: &Loaded, engine: Option<&dyn Engine>, opts: 
 
 /// The proxy image name without building it (for previews).
 fn proxy_image_name(loaded: &Loaded) -> String {
-    loaded.config.proxy.image.clone().unwrap_or_else(|| "deployctl-proxy (built from this binary)".into())
+    loaded
+        .config
+        .proxy
+        .image
+        .clone()
+        .unwrap_or_else(|| "deployctl-proxy (built from this binary)".into())
 }
 
 pub async fn preview_rollback(session: &Session<'_>, to: Option<&str>) -> anyhow::Result<Plan> {
     session.engine.ping().await.map_err(engine_err)?;
     let observed = session.observe().await?;
-    plan::plan_rollback(session.loaded, to, &observed, &proxy_image_name(session.loaded)).map_err(|m| Error::DeployFailed(m).into())
+    plan::plan_rollback(
+        session.loaded,
+        to,
+        &observed,
+        &proxy_image_name(session.loaded),
+    )
+    .map_err(|m| Error::DeployFailed(m).into())
 }
 
 pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Result<Report> {
@@ -211,41 +267,87 @@ pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Resu
 
     let observed = session.observe().await?;
     let proxy_image = host::ensure_proxy_image(engine, config).await?;
-    let req = DeployRequest { version: version.clone(), image: opts.image.clone(), skip_tests: opts.skip_tests, proxy_image: proxy_image.clone() };
+    let req = DeployRequest {
+        version: version.clone(),
+        image: opts.image.clone(),
+        skip_tests: opts.skip_tests,
+        proxy_image: proxy_image.clone(),
+    };
     let first_plan = plan::plan_deploy(session.loaded, &req, &observed);
-    let env = session.hook_env(&version, observed.live.as_ref().map(|t| t.version.as_str()), &first_plan.color, "");
+    let env = session.hook_env(
+        &version,
+        observed.live.as_ref().map(|t| t.version.as_str()),
+        &first_plan.color,
+        "",
+    );
 
     // Before the lock: tests and the build change nothing on the host that serves.
     for step in &first_plan.steps {
         let result = match step {
             Step::RunTest { command, shell, .. } => {
                 let phase = Phase::start(reporter, "test", shell_words::join(command));
-                let r = session.run_command("test", (command, *shell), &env, config.test.timeout.get()).await;
+                let r = session
+                    .run_command("test", (command, *shell), &env, config.test.timeout.get())
+                    .await;
                 finish(phase, &r);
                 r
             }
-            Step::RunHook { hook, command, shell } if hook == "pre_build" => {
-                let phase = Phase::start(reporter, "hook", format!("pre_build: {}", shell_words::join(command)));
-                let r = session.run_command("pre_build", (command, *shell), &env, config.test.timeout.get()).await;
+            Step::RunHook {
+                hook,
+                command,
+                shell,
+            } if hook == "pre_build" => {
+                let phase = Phase::start(
+                    reporter,
+                    "hook",
+                    format!("pre_build: {}", shell_words::join(command)),
+                );
+                let r = session
+                    .run_command(
+                        "pre_build",
+                        (command, *shell),
+                        &env,
+                        config.test.timeout.get(),
+                    )
+                    .await;
                 finish(phase, &r);
                 r
             }
             Step::BuildImage { image, .. } => build(session, image, &version).await,
-            Step::UseImage { image } => match engine.image_exists(image).await.map_err(engine_err)? {
-                true => Ok(()),
-                false => Err(Failed::from(anyhow::anyhow!("image {image} does not exist on the Docker host"))),
-            },
+            Step::UseImage { image } => {
+                match engine.image_exists(image).await.map_err(engine_err)? {
+                    true => Ok(()),
+                    false => Err(Failed::from(anyhow::anyhow!(
+                        "image {image} does not exist on the Docker host"
+                    ))),
+                }
+            }
             Step::AcquireLock { .. } => break,
             _ => Ok(()),
         };
         if let Err(failed) = result {
-            return Ok(failed_report(session, &first_plan, started, failed.report, "failed"));
+            return Ok(failed_report(
+                session,
+                &first_plan,
+                started,
+                failed.report,
+                "failed",
+            ));
         }
     }
 
     let phase = Phase::start(reporter, "lock", session.names.lock());
     let stale_after = config.deploy.lock_stale_after.get();
-    lock::acquire(engine, &session.names, &proxy_image, &format!("deploy {version}"), opts.lock_wait, stale_after, false).await?;
+    lock::acquire(
+        engine,
+        &session.names,
+        &proxy_image,
+        &format!("deploy {version}"),
+        opts.lock_wait,
+        stale_after,
+        false,
+    )
+    .await?;
     session.progress(|p| p.lock_held = true);
     phase.ok("");
 
@@ -259,9 +361,22 @@ pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Resu
         p.finished = true;
     });
     let report = result?;
-    let hooks = if report.ok { &config.hooks.post_deploy } else { &config.hooks.on_failure };
-    let hook_name = if report.ok { "post_deploy" } else { "on_failure" };
-    let env = session.hook_env(&report.version, report.previous.as_deref(), &report.color, &report.outcome);
+    let hooks = if report.ok {
+        &config.hooks.post_deploy
+    } else {
+        &config.hooks.on_failure
+    };
+    let hook_name = if report.ok {
+        "post_deploy"
+    } else {
+        "on_failure"
+    };
+    let env = session.hook_env(
+        &report.version,
+        report.previous.as_deref(),
+        &report.color,
+        &report.outcome,
+    );
     run_hooks(session, hook_name, hooks, &env).await;
     if report.outcome == "rolled_back" {
         run_hooks(session, "on_rollback", &config.hooks.on_rollback, &env).await;
@@ -277,13 +392,31 @@ fn finish(phase: Phase<'_>, r: &Result<(), Failed>) {
 }
 
 /// Hooks after the outcome is known: a failure is reported, never turned into another outcome.
-async fn run_hooks(session: &Session<'_>, name: &str, hooks: &[CommandSpec], env: &[(String, String)]) {
+async fn run_hooks(
+    session: &Session<'_>,
+    name: &str,
+    hooks: &[CommandSpec],
+    env: &[(String, String)],
+) {
     for spec in hooks {
         let (argv, shell) = command_argv(spec);
-        let phase = Phase::start(session.reporter, "hook", format!("{name}: {}", shell_words::join(&argv)));
-        let r = session.run_command(name, (&argv, shell), env, session.loaded.config.test.timeout.get()).await;
+        let phase = Phase::start(
+            session.reporter,
+            "hook",
+            format!("{name}: {}", shell_words::join(&argv)),
+        );
+        let r = session
+            .run_command(
+                name,
+                (&argv, shell),
+                env,
+                session.loaded.config.test.timeout.get(),
+            )
+            .await;
         if let Err(f) = &r {
-            session.reporter.warn(format!("{name} hook failed: {}", f.report.reason));
+            session
+                .reporter
+                .warn(format!("{name} hook failed: {}", f.report.reason));
         }
         finish(phase, &r);
     }
@@ -315,12 +448,23 @@ async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<(), 
         }
         Err(e) => {
             phase.failed(e.to_string());
-            Err(Failed { report: FailureReport { reason: e.to_string(), ..Default::default() } })
+            Err(Failed {
+                report: FailureReport {
+                    reason: e.to_string(),
+                    ..Default::default()
+                },
+            })
         }
     }
 }
 
-fn failed_report(session: &Session<'_>, plan: &Plan, started: Instant, failure: FailureReport, outcome: &str) -> Report {
+fn failed_report(
+    session: &Session<'_>,
+    plan: &Plan,
+    started: Instant,
+    failure: FailureReport,
+    outcome: &str,
+) -> Report {
     Report {
         ok: false,
         kind: plan.kind.clone(),
@@ -338,33 +482,76 @@ fn failed_report(session: &Session<'_>, plan: &Plan, started: Instant, failure: 
     }
 }
 
-async fn deploy_locked(session: &Session<'_>, req: &DeployRequest, started: Instant) -> anyhow::Result<Report> {
+async fn deploy_locked(
+    session: &Session<'_>,
+    req: &DeployRequest,
+    started: Instant,
+) -> anyhow::Result<Report> {
     // Someone may have deployed between our first look and the lock: plan again from what is there now.
     let observed = session.observe().await?;
     let plan = plan::plan_deploy(session.loaded, req, &observed);
-    let lock_at = plan.steps.iter().position(|s| matches!(s, Step::AcquireLock { .. })).unwrap_or(0);
-    execute(session, &plan, &observed, &plan.steps[lock_at + 1..], started, &req.proxy_image).await
+    let lock_at = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::AcquireLock { .. }))
+        .unwrap_or(0);
+    execute(
+        session,
+        &plan,
+        &observed,
+        &plan.steps[lock_at + 1..],
+        started,
+        &req.proxy_image,
+    )
+    .await
 }
 
-pub async fn rollback(session: &Session<'_>, to: Option<&str>, lock_wait: Duration) -> anyhow::Result<Report> {
+pub async fn rollback(
+    session: &Session<'_>,
+    to: Option<&str>,
+    lock_wait: Duration,
+) -> anyhow::Result<Report> {
     let started = Instant::now();
     let config = &session.loaded.config;
     let engine = session.engine;
     engine.ping().await.map_err(engine_err)?;
     let proxy_image = host::ensure_proxy_image(engine, config).await?;
     let phase = Phase::start(session.reporter, "lock", session.names.lock());
-    let reason = format!("rollback{}", to.map(|v| format!(" to {v}")).unwrap_or_default());
-    lock::acquire(engine, &session.names, &proxy_image, &reason, lock_wait, config.deploy.lock_stale_after.get(), false).await?;
+    let reason = format!(
+        "rollback{}",
+        to.map(|v| format!(" to {v}")).unwrap_or_default()
+    );
+    lock::acquire(
+        engine,
+        &session.names,
+        &proxy_image,
+        &reason,
+        lock_wait,
+        config.deploy.lock_stale_after.get(),
+        false,
+    )
+    .await?;
     session.progress(|p| p.lock_held = true);
     phase.ok("");
     let result = async {
         let observed = session.observe().await?;
-        let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image).map_err(Error::DeployFailed)?;
-        execute(session, &plan, &observed, &plan.steps[1..], started, &proxy_image).await
+        let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image)
+            .map_err(Error::DeployFailed)?;
+        execute(
+            session,
+            &plan,
+            &observed,
+            &plan.steps[1..],
+            started,
+            &proxy_image,
+        )
+        .await
     }
     .await;
     if let Err(e) = lock::release(engine, &session.names, false).await {
-        session.reporter.warn(format!("could not release the lock: {e:#}"));
+        session
+            .reporter
+            .warn(format!("could not release the lock: {e:#}"));
     }
     session.progress(|p| {
         p.lock_held = false;
@@ -372,7 +559,12 @@ pub async fn rollback(session: &Session<'_>, to: Option<&str>, lock_wait: Durati
     });
     let report = result?;
     if report.ok {
-        let env = session.hook_env(&report.version, report.previous.as_deref(), &report.color, "rolled_back");
+        let env = session.hook_env(
+            &report.version,
+            report.previous.as_deref(),
+            &report.color,
+            "rolled_back",
+        );
         run_hooks(session, "on_rollback", &config.hooks.on_rollback, &env).await;
     }
     Ok(report)
@@ -398,13 +590,19 @@ async fn execute(
         image: plan.image.clone(),
         color: plan.color.clone(),
         container: plan.container.clone(),
-        git_sha: crate::version::git_state(&session.loaded.root).ok().map(|g| g.sha),
+        git_sha: crate::version::git_state(&session.loaded.root)
+            .ok()
+            .map(|g| g.sha),
         author: Some(lock::whoami().0),
         started_at: now_unix(),
         finished_at: None,
         duration_ms: None,
         outcome: Outcome::InProgress,
-        reason: if plan.kind == "rollback" { Some("rollback".into()) } else { None },
+        reason: if plan.kind == "rollback" {
+            Some("rollback".into())
+        } else {
+            None
+        },
     };
     let new_target = host::target_for(config, &plan.container, &plan.version, &plan.color);
     let mut swap_ms = None;
@@ -413,7 +611,10 @@ async fn execute(
     for step in steps {
         let outcome: Result<(), Failed> = match step {
             Step::EnsureNetwork { network } => {
-                engine.ensure_network(network, &names.labels("network")).await.map_err(engine_err)?;
+                engine
+                    .ensure_network(network, &names.labels("network"))
+                    .await
+                    .map_err(engine_err)?;
                 Ok(())
             }
             Step::EnsureProxy { .. } => {
@@ -432,14 +633,25 @@ async fn execute(
                 }
                 Ok(())
             }
-            Step::StartRelease { container, image, color, version, network, reuse, .. } => {
+            Step::StartRelease {
+                container,
+                image,
+                color,
+                version,
+                network,
+                reuse,
+                ..
+            } => {
                 let phase = Phase::start(reporter, "start", format!("{container} ({version})"));
                 if !reuse {
                     let spec = release_spec(session, container, image, color, version, network);
                     engine.create_container(&spec).await.map_err(engine_err)?;
                 }
                 session.progress(|p| p.started = Some((container.clone(), version.clone())));
-                let r = engine.start_container(container).await.map_err(|e| Failed::from(engine_err(e)));
+                let r = engine
+                    .start_container(container)
+                    .await
+                    .map_err(|e| Failed::from(engine_err(e)));
                 finish(phase, &r);
                 r
             }
@@ -449,10 +661,25 @@ async fn execute(
                 finish(phase, &r);
                 r
             }
-            Step::RunHook { hook, command, shell } => {
-                let env = session.hook_env(&plan.version, plan.previous.as_ref().map(|p| p.version.as_str()), &plan.color, "");
-                let phase = Phase::start(reporter, "hook", format!("{hook}: {}", shell_words::join(command)));
-                let r = session.run_command(hook, (command, *shell), &env, config.test.timeout.get()).await;
+            Step::RunHook {
+                hook,
+                command,
+                shell,
+            } => {
+                let env = session.hook_env(
+                    &plan.version,
+                    plan.previous.as_ref().map(|p| p.version.as_str()),
+                    &plan.color,
+                    "",
+                );
+                let phase = Phase::start(
+                    reporter,
+                    "hook",
+                    format!("{hook}: {}", shell_words::join(command)),
+                );
+                let r = session
+                    .run_command(hook, (command, *shell), &env, config.test.timeout.get())
+                    .await;
                 finish(phase, &r);
                 r
             }
@@ -483,7 +710,10 @@ async fn execute(
             }
             Step::StopContainer { container, .. } => {
                 let phase = Phase::start(reporter, "stop", container.clone());
-                match engine.stop_container(container, config.deploy.stop_timeout.get()).await {
+                match engine
+                    .stop_container(container, config.deploy.stop_timeout.get())
+                    .await
+                {
                     Ok(()) | Err(EngineError::NotFound(_)) => phase.ok("kept for rollback"),
                     // The new release already serves: a stop failure is worth a warning, not a rollback.
                     Err(e) => {
@@ -500,7 +730,14 @@ async fn execute(
                 if plan.kind == "rollback"
                     && let Some(prev) = observed.live.as_ref()
                 {
-                    mark_version(session, observed, &prev.version, Outcome::RolledBack, "rolled back").await;
+                    mark_version(
+                        session,
+                        observed,
+                        &prev.version,
+                        Outcome::RolledBack,
+                        "rolled back",
+                    )
+                    .await;
                 }
                 host::proxy_record(engine, names, &record).await?;
                 Ok(())
@@ -512,10 +749,23 @@ async fn execute(
             // Taken before `execute`; released by the caller whatever happens.
             Step::AcquireLock { .. } | Step::ReleaseLock { .. } => Ok(()),
             // Post-outcome hooks and notifications are run by the caller.
-            Step::RunTest { .. } | Step::BuildImage { .. } | Step::UseImage { .. } | Step::Notify { .. } => Ok(()),
+            Step::RunTest { .. }
+            | Step::BuildImage { .. }
+            | Step::UseImage { .. }
+            | Step::Notify { .. } => Ok(()),
         };
         if let Err(failed) = outcome {
-            return Ok(handle_failure(session, plan, observed, &new_target, record, switched, started, failed.report).await);
+            return Ok(handle_failure(
+                session,
+                plan,
+                observed,
+                &new_target,
+                record,
+                switched,
+                started,
+                failed.report,
+            )
+            .await);
         }
     }
     Ok(Report {
@@ -558,22 +808,33 @@ async fn handle_failure(
         failure.container_state = Some(info.state);
     }
     if failure.logs.is_empty() {
-        failure.logs = engine.logs_tail(&plan.container, 50).await.unwrap_or_default();
+        failure.logs = engine
+            .logs_tail(&plan.container, 50)
+            .await
+            .unwrap_or_default();
     }
     if switched {
         match (&observed.live, config.rollback.automatic) {
             (Some(previous), true) => {
-                let phase = Phase::start(session.reporter, "rollback", format!("-> {}", previous.container));
+                let phase = Phase::start(
+                    session.reporter,
+                    "rollback",
+                    format!("-> {}", previous.container),
+                );
                 match switch_to(session, previous).await {
                     Ok(_) => {
                         phase.ok(format!("rolled back to {}", previous.version));
                         outcome = "rolled_back";
-                        failure.reason = format!("{}; rolled back to {}", failure.reason, previous.version);
+                        failure.reason =
+                            format!("{}; rolled back to {}", failure.reason, previous.version);
                         mark_version(session, observed, &previous.version, Outcome::Live, "").await;
                     }
                     Err(e) => {
                         phase.failed(format!("{e:#}"));
-                        failure.reason = format!("{}; switching back to {} FAILED: {e:#}", failure.reason, previous.version);
+                        failure.reason = format!(
+                            "{}; switching back to {} FAILED: {e:#}",
+                            failure.reason, previous.version
+                        );
                     }
                 }
             }
@@ -584,30 +845,51 @@ async fn handle_failure(
                 );
             }
             (None, _) => {
-                failure.reason = format!("{}; there is no earlier release to go back to, {} still serves", failure.reason, plan.version);
+                failure.reason = format!(
+                    "{}; there is no earlier release to go back to, {} still serves",
+                    failure.reason, plan.version
+                );
             }
         }
     }
     let new_still_live = switched && outcome != "rolled_back";
     if !new_still_live && !is_reused_live(observed, &plan.container) {
-        let _ = engine.stop_container(&plan.container, config.deploy.stop_timeout.get()).await;
+        let _ = engine
+            .stop_container(&plan.container, config.deploy.stop_timeout.get())
+            .await;
     }
-    record.outcome = if outcome == "rolled_back" { Outcome::RolledBack } else { Outcome::Failed };
+    record.outcome = if outcome == "rolled_back" {
+        Outcome::RolledBack
+    } else {
+        Outcome::Failed
+    };
     record.finished_at = Some(now_unix());
     record.duration_ms = Some(started.elapsed().as_millis() as u64);
     record.reason = Some(failure.reason.clone());
     if let Err(e) = host::proxy_record(engine, &session.names, &record).await {
-        session.reporter.warn(format!("could not record the failed release: {e:#}"));
+        session
+            .reporter
+            .warn(format!("could not record the failed release: {e:#}"));
     }
     let _ = new_target;
     failed_report(session, plan, started, failure, outcome)
 }
 
 fn is_reused_live(observed: &Observed, container: &str) -> bool {
-    observed.live.as_ref().is_some_and(|l| l.container == container)
+    observed
+        .live
+        .as_ref()
+        .is_some_and(|l| l.container == container)
 }
 
-fn release_spec(session: &Session<'_>, container: &str, image: &str, color: &str, version: &str, network: &str) -> ContainerSpec {
+fn release_spec(
+    session: &Session<'_>,
+    container: &str,
+    image: &str,
+    color: &str,
+    version: &str,
+    network: &str,
+) -> ContainerSpec {
     let loaded = session.loaded;
     let config = &loaded.config;
     let mut container_labels = session.names.labels("app");
@@ -615,10 +897,17 @@ fn release_spec(session: &Session<'_>, container: &str, image: &str, color: &str
         (labels::COLOR.to_string(), color.to_string()),
         (labels::VERSION.to_string(), version.to_string()),
         (labels::CREATED.to_string(), now_unix().to_string()),
-        (labels::DEPLOY_ID.to_string(), format!("{}-{}", now_unix(), std::process::id())),
+        (
+            labels::DEPLOY_ID.to_string(),
+            format!("{}-{}", now_unix(), std::process::id()),
+        ),
     ]);
     // Env file first, then app.env, then what deployctl itself tells the app.
-    let mut env: Vec<(String, String)> = loaded.env_file_vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut env: Vec<(String, String)> = loaded
+        .env_file_vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     env.extend(config.app.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.push(("DEPLOYCTL_VERSION".into(), version.into()));
     env.push(("DEPLOYCTL_COLOR".into(), color.into()));
@@ -634,7 +923,9 @@ fn release_spec(session: &Session<'_>, container: &str, image: &str, color: &str
         ports: vec![],
         restart_policy: RestartPolicy::UnlessStopped,
         healthcheck: h.docker_cmd.as_ref().map(|cmd| HealthcheckSpec {
-            test: std::iter::once("CMD".to_string()).chain(cmd.iter().cloned()).collect(),
+            test: std::iter::once("CMD".to_string())
+                .chain(cmd.iter().cloned())
+                .collect(),
             interval: h.interval.get(),
             timeout: h.timeout.get(),
             retries: h.unhealthy_threshold,
@@ -645,7 +936,11 @@ fn release_spec(session: &Session<'_>, container: &str, image: &str, color: &str
 }
 
 /// Health checks from inside the proxy, raced against the container crashing.
-async fn watch_health(session: &Session<'_>, container: &str, window: Option<Duration>) -> Result<(), Failed> {
+async fn watch_health(
+    session: &Session<'_>,
+    container: &str,
+    window: Option<Duration>,
+) -> Result<(), Failed> {
     let spec = host::health_spec(&session.loaded.config, container);
     let last: Arc<Mutex<VecDeque<ProbeResult>>> = Arc::default();
     let reporter = session.reporter;
@@ -672,12 +967,24 @@ async fn watch_health(session: &Session<'_>, container: &str, window: Option<Dur
         },
         crash = crashed(session.engine, container) => crash,
     };
-    let probes = last.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default();
-    let mut report = FailureReport { reason, probes, container: Some(container.to_string()), ..Default::default() };
+    let probes = last
+        .lock()
+        .map(|l| l.iter().cloned().collect())
+        .unwrap_or_default();
+    let mut report = FailureReport {
+        reason,
+        probes,
+        container: Some(container.to_string()),
+        ..Default::default()
+    };
     if let Ok(Some(info)) = session.engine.inspect_container(container).await {
         report.container_state = Some(info.state);
     }
-    report.logs = session.engine.logs_tail(container, 50).await.unwrap_or_default();
+    report.logs = session
+        .engine
+        .logs_tail(container, 50)
+        .await
+        .unwrap_or_default();
     Err(Failed { report })
 }
 
@@ -764,7 +1071,11 @@ async fn verify(session: &Session<'_>, container: &str) -> Result<(), Failed> {
 
 /// Releases left in progress by an interrupted run become failed.
 async fn mark_interrupted_releases(session: &Session<'_>, observed: &Observed) {
-    for r in observed.releases.iter().filter(|r| r.outcome == Outcome::InProgress) {
+    for r in observed
+        .releases
+        .iter()
+        .filter(|r| r.outcome == Outcome::InProgress)
+    {
         let mut r = r.clone();
         r.outcome = Outcome::Failed;
         r.reason = Some("interrupted".into());
@@ -774,18 +1085,30 @@ async fn mark_interrupted_releases(session: &Session<'_>, observed: &Observed) {
 }
 
 /// Sets the outcome of the newest record of `version`.
-async fn mark_version(session: &Session<'_>, observed: &Observed, version: &str, outcome: Outcome, reason: &str) {
+async fn mark_version(
+    session: &Session<'_>,
+    observed: &Observed,
+    version: &str,
+    outcome: Outcome,
+    reason: &str,
+) {
     let current = host::proxy_releases(session.engine, &session.names)
         .await
         .unwrap_or_else(|_| observed.releases.clone());
-    if let Some(r) = current.iter().rev().find(|r| r.version == version && r.outcome != Outcome::Failed) {
+    if let Some(r) = current
+        .iter()
+        .rev()
+        .find(|r| r.version == version && r.outcome != Outcome::Failed)
+    {
         let mut r = r.clone();
         r.outcome = outcome;
         if !reason.is_empty() {
             r.reason = Some(reason.into());
         }
         if let Err(e) = host::proxy_record(session.engine, &session.names, &r).await {
-            session.reporter.warn(format!("could not update the ledger for {version}: {e:#}"));
+            session
+                .reporter
+                .warn(format!("could not update the ledger for {version}: {e:#}"));
         }
     }
 }
@@ -801,11 +1124,16 @@ async fn prune(session: &Session<'_>, images: &[String]) {
     ];
     let containers = engine.list_containers(&scope).await.unwrap_or_default();
     for image in images {
-        for c in containers.iter().filter(|c| &c.image == image && !c.state.running) {
+        for c in containers
+            .iter()
+            .filter(|c| &c.image == image && !c.state.running)
+        {
             let _ = engine.remove_container(&c.name, false).await;
         }
         if let Err(e) = engine.remove_image(image).await {
-            session.reporter.warn(format!("could not prune {image}: {e}"));
+            session
+                .reporter
+                .warn(format!("could not prune {image}: {e}"));
         }
     }
     phase.ok("");
@@ -814,7 +1142,11 @@ async fn prune(session: &Session<'_>, images: &[String]) {
 /// After SIGINT/SIGTERM: traffic back on the old release, the new container stopped, the lock
 /// released. Bounded in time by the caller.
 pub async fn recover(session: &Session<'_>) {
-    let progress = session.progress.lock().map(|p| p.clone()).unwrap_or_default();
+    let progress = session
+        .progress
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
     if progress.finished {
         return;
     }
@@ -823,15 +1155,22 @@ pub async fn recover(session: &Session<'_>) {
         && let Some(previous) = &progress.switched_from
     {
         match switch_to(session, previous).await {
-            Ok(_) => session.reporter.info(format!("traffic is back on {}", previous.version)),
-            Err(e) => session.reporter.warn(format!("could not switch back to {}: {e:#}", previous.version)),
+            Ok(_) => session
+                .reporter
+                .info(format!("traffic is back on {}", previous.version)),
+            Err(e) => session.reporter.warn(format!(
+                "could not switch back to {}: {e:#}",
+                previous.version
+            )),
         }
     }
     let new_is_live = progress.switch_started && progress.switched_from.is_none();
     if let Some((container, _)) = &progress.started
         && !new_is_live
     {
-        let _ = engine.stop_container(container, Duration::from_secs(2)).await;
+        let _ = engine
+            .stop_container(container, Duration::from_secs(2))
+            .await;
     }
     if let Some(mut record) = progress.record.clone() {
         record.outcome = Outcome::Failed;

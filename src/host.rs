@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::config::{Config, Loaded};
-use crate::engine::{ContainerSpec, Engine, EngineError, PortPublish, RestartPolicy, VolumeMount, labels};
+use crate::engine::{
+    ContainerSpec, Engine, EngineError, PortPublish, RestartPolicy, VolumeMount, labels,
+};
 use crate::error::Error;
 use crate::health::{HealthOutcome, HealthSpec, ProbeResult};
 use crate::names::Names;
@@ -19,7 +21,9 @@ const PROXY_BIN: &str = "/deployctl";
 /// Turns an engine failure into the error that decides the exit code.
 pub fn engine_err(err: EngineError) -> anyhow::Error {
     match err {
-        EngineError::Unreachable { host, reason } => Error::DockerUnreachable { host, reason }.into(),
+        EngineError::Unreachable { host, reason } => {
+            Error::DockerUnreachable { host, reason }.into()
+        }
         other => anyhow::Error::new(other),
     }
 }
@@ -27,8 +31,15 @@ pub fn engine_err(err: EngineError) -> anyhow::Error {
 /// Reads everything a plan needs. Errors only when the engine cannot be reached at all.
 pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Observed> {
     let mut observed = Observed::default();
-    let scope = [(labels::APP, names.app.as_str()), (labels::ENV, names.env.as_str())];
-    if let Some(proxy) = engine.inspect_container(&names.proxy()).await.map_err(engine_err)? {
+    let scope = [
+        (labels::APP, names.app.as_str()),
+        (labels::ENV, names.env.as_str()),
+    ];
+    if let Some(proxy) = engine
+        .inspect_container(&names.proxy())
+        .await
+        .map_err(engine_err)?
+    {
         observed.proxy = Some(ProxyObserved {
             container: proxy.name.clone(),
             image: proxy.image.clone(),
@@ -41,7 +52,11 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
         }
     }
     let app_scope = [scope[0], scope[1], (labels::ROLE, "app")];
-    for c in engine.list_containers(&app_scope).await.map_err(engine_err)? {
+    for c in engine
+        .list_containers(&app_scope)
+        .await
+        .map_err(engine_err)?
+    {
         observed.containers.push(AppContainer {
             color: c.labels.get(labels::COLOR).cloned().unwrap_or_default(),
             version: c.labels.get(labels::VERSION).cloned().unwrap_or_default(),
@@ -49,11 +64,14 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
             name: c.name,
         });
     }
-    let image_scope = [(labels::APP, names.app.as_str()), (labels::ENV, names.env.as_str())];
+    let image_scope = [
+        (labels::APP, names.app.as_str()),
+        (labels::ENV, names.env.as_str()),
+    ];
     for image in engine.list_images(&image_scope).await.map_err(engine_err)? {
         if let Some(v) = image.labels.get(labels::VERSION) {
             let tag = names.image(v);
-            if image.tags.iter().any(|t| *t == tag) {
+            if image.tags.contains(&tag) {
                 observed.images.insert(v.clone());
             }
         }
@@ -62,13 +80,29 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
 }
 
 /// Runs `deployctl proxy <args>` inside the proxy container and returns its stdout.
-async fn proxy_exec(engine: &dyn Engine, names: &Names, args: &[&str], on_line: crate::engine::LineSink<'_>) -> anyhow::Result<String> {
+async fn proxy_exec(
+    engine: &dyn Engine,
+    names: &Names,
+    args: &[&str],
+    on_line: crate::engine::LineSink<'_>,
+) -> anyhow::Result<String> {
     let mut cmd = vec![PROXY_BIN.to_string(), "proxy".to_string()];
     cmd.extend(args.iter().map(|a| a.to_string()));
-    let out = engine.exec(&names.proxy(), &cmd, on_line).await.map_err(engine_err)?;
+    let out = engine
+        .exec(&names.proxy(), &cmd, on_line)
+        .await
+        .map_err(engine_err)?;
     if out.exit_code != 0 {
-        let msg = if out.stderr.trim().is_empty() { out.stdout.trim() } else { out.stderr.trim() };
-        anyhow::bail!("proxy {} failed (exit {}): {msg}", args.first().unwrap_or(&""), out.exit_code);
+        let msg = if out.stderr.trim().is_empty() {
+            out.stdout.trim()
+        } else {
+            out.stderr.trim()
+        };
+        anyhow::bail!(
+            "proxy {} failed (exit {}): {msg}",
+            args.first().unwrap_or(&""),
+            out.exit_code
+        );
     }
     Ok(out.stdout)
 }
@@ -80,17 +114,30 @@ pub async fn proxy_status(engine: &dyn Engine, names: &Names) -> anyhow::Result<
     serde_json::from_str(out.trim()).map_err(|e| anyhow::anyhow!("unreadable proxy status: {e}"))
 }
 
-pub async fn proxy_releases(engine: &dyn Engine, names: &Names) -> anyhow::Result<Vec<ReleaseRecord>> {
+pub async fn proxy_releases(
+    engine: &dyn Engine,
+    names: &Names,
+) -> anyhow::Result<Vec<ReleaseRecord>> {
     let out = proxy_exec(engine, names, &["releases"], &no_lines).await?;
     serde_json::from_str(out.trim()).map_err(|e| anyhow::anyhow!("unreadable release ledger: {e}"))
 }
 
-pub async fn proxy_record(engine: &dyn Engine, names: &Names, record: &ReleaseRecord) -> anyhow::Result<()> {
+pub async fn proxy_record(
+    engine: &dyn Engine,
+    names: &Names,
+    record: &ReleaseRecord,
+) -> anyhow::Result<()> {
     let json = serde_json::to_string(record)?;
-    proxy_exec(engine, names, &["record", "--record", &json], &no_lines).await.map(|_| ())
+    proxy_exec(engine, names, &["record", "--record", &json], &no_lines)
+        .await
+        .map(|_| ())
 }
 
-pub async fn proxy_switch(engine: &dyn Engine, names: &Names, req: &SwitchRequest) -> anyhow::Result<SwitchResult> {
+pub async fn proxy_switch(
+    engine: &dyn Engine,
+    names: &Names,
+    req: &SwitchRequest,
+) -> anyhow::Result<SwitchResult> {
     let json = serde_json::to_string(req)?;
     let out = proxy_exec(engine, names, &["switch", "--request", &json], &no_lines).await?;
     serde_json::from_str(out.trim()).map_err(|e| anyhow::anyhow!("unreadable switch result: {e}"))
@@ -117,8 +164,13 @@ pub async fn proxy_health(
         }
     };
     let out = proxy_exec(engine, names, &args, &on_line).await?;
-    let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-    serde_json::from_str(last).map_err(|e| anyhow::anyhow!("unreadable health result `{last}`: {e}"))
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last)
+        .map_err(|e| anyhow::anyhow!("unreadable health result `{last}`: {e}"))
 }
 
 /// The health spec for a target address `host:port`, from the config.
@@ -135,7 +187,10 @@ pub fn health_spec(config: &Config, host: &str) -> HealthSpec {
         deadline_ms: h.deadline.get().as_millis() as u64,
         expect_status: h.expect_status.clone(),
         expect_body: h.expect_body.clone(),
-        expect_json: h.expect_json.as_ref().map(|j| (j.pointer.clone(), j.equals.clone())),
+        expect_json: h
+            .expect_json
+            .as_ref()
+            .map(|j| (j.pointer.clone(), j.equals.clone())),
     }
 }
 
@@ -144,12 +199,14 @@ pub async fn ensure_proxy_image(engine: &dyn Engine, config: &Config) -> anyhow:
     if let Some(image) = &config.proxy.image {
         return Ok(image.clone());
     }
-    let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("cannot find the deployctl binary: {e}"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find the deployctl binary: {e}"))?;
     let tag = self_image_tag(&exe)?;
     if engine.image_exists(&tag).await.map_err(engine_err)? {
         return Ok(tag);
     }
-    let binary = std::fs::read(&exe).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", exe.display()))?;
+    let binary =
+        std::fs::read(&exe).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", exe.display()))?;
     if !is_static_elf(&binary) {
         anyhow::bail!(
             "{} is dynamically linked, so it cannot run in a FROM scratch proxy image\n  hint: build deployctl with the repository's .cargo/config.toml (static), or set proxy.image",
@@ -158,7 +215,10 @@ pub async fn ensure_proxy_image(engine: &dyn Engine, config: &Config) -> anyhow:
     }
     let tar = proxy_context_tar(&binary)?;
     let labels = BTreeMap::from([(labels::ROLE.to_string(), "proxy".to_string())]);
-    engine.build_image_from_tar(tar, &tag, &labels).await.map_err(engine_err)?;
+    engine
+        .build_image_from_tar(tar, &tag, &labels)
+        .await
+        .map_err(engine_err)?;
     Ok(tag)
 }
 
@@ -170,7 +230,11 @@ fn self_image_tag(exe: &Path) -> anyhow::Result<String> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     meta.len().hash(&mut h);
     meta.modified().ok().hash(&mut h);
-    Ok(format!("deployctl-proxy:{}-{:012x}", env!("CARGO_PKG_VERSION"), h.finish() & 0xffff_ffff_ffff))
+    Ok(format!(
+        "deployctl-proxy:{}-{:012x}",
+        env!("CARGO_PKG_VERSION"),
+        h.finish() & 0xffff_ffff_ffff
+    ))
 }
 
 /// An ELF without a PT_INTERP program header needs no dynamic loader.
@@ -195,7 +259,10 @@ fn proxy_context_tar(binary: &[u8]) -> anyhow::Result<Vec<u8>> {
         "FROM scratch\nCOPY deployctl {PROXY_BIN}\nENTRYPOINT [\"{PROXY_BIN}\"]\nCMD [\"proxy\", \"run\"]\n"
     );
     let mut builder = tar::Builder::new(Vec::new());
-    for (name, data, mode) in [("Dockerfile", dockerfile.as_bytes(), 0o644), ("deployctl", binary, 0o755)] {
+    for (name, data, mode) in [
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("deployctl", binary, 0o755),
+    ] {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(mode);
@@ -206,14 +273,29 @@ fn proxy_context_tar(binary: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Creates or starts the proxy as needed and waits until it answers on its control socket.
-pub async fn ensure_proxy(engine: &dyn Engine, loaded: &Loaded, names: &Names, image: &str) -> anyhow::Result<()> {
+pub async fn ensure_proxy(
+    engine: &dyn Engine,
+    loaded: &Loaded,
+    names: &Names,
+    image: &str,
+) -> anyhow::Result<()> {
     let config = &loaded.config;
     let mut labels = names.labels("proxy");
     labels.insert(labels::CREATED.into(), now_unix().to_string());
-    engine.ensure_volume(&names.state_volume(), &names.labels("state")).await.map_err(engine_err)?;
-    match engine.inspect_container(&names.proxy()).await.map_err(engine_err)? {
+    engine
+        .ensure_volume(&names.state_volume(), &names.labels("state"))
+        .await
+        .map_err(engine_err)?;
+    match engine
+        .inspect_container(&names.proxy())
+        .await
+        .map_err(engine_err)?
+    {
         Some(info) if info.state.running => return Ok(()),
-        Some(_) => engine.start_container(&names.proxy()).await.map_err(engine_err)?,
+        Some(_) => engine
+            .start_container(&names.proxy())
+            .await
+            .map_err(engine_err)?,
         None => {
             let (host_ip, host_port) = listen_parts(&config.proxy.listen);
             let spec = ContainerSpec {
@@ -231,14 +313,24 @@ pub async fn ensure_proxy(engine: &dyn Engine, loaded: &Loaded, names: &Names, i
                 ]),
                 network: Some(names.network()),
                 network_aliases: vec![],
-                ports: vec![PortPublish { host_ip, host_port, container_port: CONTAINER_PORT }],
+                ports: vec![PortPublish {
+                    host_ip,
+                    host_port,
+                    container_port: CONTAINER_PORT,
+                }],
                 restart_policy: RestartPolicy::UnlessStopped,
                 healthcheck: None,
-                mounts: vec![VolumeMount { volume: names.state_volume(), target: DEFAULT_STATE_DIR.into() }],
+                mounts: vec![VolumeMount {
+                    volume: names.state_volume(),
+                    target: DEFAULT_STATE_DIR.into(),
+                }],
                 stop_timeout: Some(config.deploy.drain_timeout.get()),
             };
             engine.create_container(&spec).await.map_err(engine_err)?;
-            engine.start_container(&names.proxy()).await.map_err(engine_err)?;
+            engine
+                .start_container(&names.proxy())
+                .await
+                .map_err(engine_err)?;
         }
     }
     // The control socket appears a moment after the process starts.
@@ -247,8 +339,15 @@ pub async fn ensure_proxy(engine: &dyn Engine, loaded: &Loaded, names: &Names, i
         match proxy_status(engine, names).await {
             Ok(_) => return Ok(()),
             Err(e) if std::time::Instant::now() > deadline => {
-                let logs = engine.logs_tail(&names.proxy(), 20).await.unwrap_or_default();
-                anyhow::bail!("the proxy {} did not come up: {e:#}\n{}", names.proxy(), logs.join("\n"));
+                let logs = engine
+                    .logs_tail(&names.proxy(), 20)
+                    .await
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "the proxy {} did not come up: {e:#}\n{}",
+                    names.proxy(),
+                    logs.join("\n")
+                );
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
@@ -271,4 +370,3 @@ pub fn now_unix() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
-

@@ -62,8 +62,16 @@ fn hostname() -> String {
 }
 
 /// Reads the lock, if held.
-pub async fn status(engine: &dyn Engine, names: &Names, stale_after: Duration) -> anyhow::Result<Option<LockInfo>> {
-    let Some(info) = engine.inspect_container(&names.lock()).await.map_err(engine_err)? else {
+pub async fn status(
+    engine: &dyn Engine,
+    names: &Names,
+    stale_after: Duration,
+) -> anyhow::Result<Option<LockInfo>> {
+    let Some(info) = engine
+        .inspect_container(&names.lock())
+        .await
+        .map_err(engine_err)?
+    else {
         return Ok(None);
     };
     let get = |k: &str| info.labels.get(k).cloned().unwrap_or_default();
@@ -71,10 +79,16 @@ pub async fn status(engine: &dyn Engine, names: &Names, stale_after: Duration) -
     let since: u64 = get(labels::CREATED).parse().unwrap_or(0);
     let host = get(labels::HOST);
     let age = now_unix().saturating_sub(since);
-    let stale = if host == hostname() && pid != 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    let stale = if host == hostname()
+        && pid != 0
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    {
         Some(format!("its process {pid} no longer runs on this host"))
     } else if age > stale_after.as_secs() {
-        Some(format!("it is older than deploy.lock_stale_after ({})", humantime::format_duration(stale_after)))
+        Some(format!(
+            "it is older than deploy.lock_stale_after ({})",
+            humantime::format_duration(stale_after)
+        ))
     } else {
         None
     };
@@ -132,7 +146,10 @@ pub async fn acquire(
                 if Instant::now() >= give_up {
                     let message = match status(engine, names, stale_after).await? {
                         Some(info) => format!("deploys are locked: {}", info.describe()),
-                        None => format!("deploys are locked: {} was taken by someone else", names.lock()),
+                        None => format!(
+                            "deploys are locked: {} was taken by someone else",
+                            names.lock()
+                        ),
                     };
                     return Err(Error::Locked { message }.into());
                 }
@@ -146,7 +163,11 @@ pub async fn acquire(
 /// Releases the lock if this process holds it (or anyone does, with `force`).
 /// Returns whether a lock was removed.
 pub async fn release(engine: &dyn Engine, names: &Names, force: bool) -> anyhow::Result<bool> {
-    let Some(info) = engine.inspect_container(&names.lock()).await.map_err(engine_err)? else {
+    let Some(info) = engine
+        .inspect_container(&names.lock())
+        .await
+        .map_err(engine_err)?
+    else {
         return Ok(false);
     };
     let (_, host, pid) = whoami();

@@ -6,9 +6,18 @@ use deployctl::output::Output;
 
 fn main() {
     let cli = Cli::parse();
-    let out = Output::new(cli.global.output, cli.global.color, cli.global.quiet, cli.global.verbose);
+    let out = Output::new(
+        cli.global.output,
+        cli.global.color,
+        cli.global.quiet,
+        cli.global.verbose,
+    );
     out.init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

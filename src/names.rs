@@ -15,7 +15,10 @@ pub const COLORS: [&str; 2] = ["blue", "green"];
 
 impl Names {
     pub fn new(app: &str, env: &str) -> Self {
-        Names { app: app.to_string(), env: env.to_string() }
+        Names {
+            app: app.to_string(),
+            env: env.to_string(),
+        }
     }
     /// `<app>-<env>-<color>`.
     pub fn container(&self, color: &str) -> String {

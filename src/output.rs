@@ -73,7 +73,9 @@ impl Output {
         let colored = match color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            ColorChoice::Auto => {
+                stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
         };
         console::set_colors_enabled(colored);
         console::set_colors_enabled_stderr(colored);
@@ -95,8 +97,10 @@ impl Output {
             2 => "debug",
             _ => "trace",
         };
-        let filter = tracing_subscriber::EnvFilter::try_from_env("DEPLOYCTL_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("deployctl={level},warn")));
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_env("DEPLOYCTL_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!("deployctl={level},warn"))
+            });
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(|| RedactingWriter)
@@ -116,7 +120,9 @@ impl Output {
     }
 
     fn set_spinner(&self, message: Option<String>) {
-        let Ok(mut slot) = self.spinner.lock() else { return };
+        let Ok(mut slot) = self.spinner.lock() else {
+            return;
+        };
         match message {
             Some(msg) => {
                 let bar = slot.get_or_insert_with(|| {
@@ -210,7 +216,9 @@ impl Output {
     }
 
     pub fn warn(&self, message: &str) {
-        self.event(Event::Warning { message: message.to_string() });
+        self.event(Event::Warning {
+            message: message.to_string(),
+        });
     }
 }
 
@@ -226,20 +234,37 @@ impl Reporter for Output {
         }
         match event {
             Event::PhaseStarted { phase, detail } => {
-                let msg = if detail.is_empty() { phase } else { format!("{phase}: {detail}") };
+                let msg = if detail.is_empty() {
+                    phase
+                } else {
+                    format!("{phase}: {detail}")
+                };
                 if self.interactive {
                     self.set_spinner(Some(msg));
                 } else if !self.quiet {
                     self.stderr_line(&format!("{} {msg}", style("==>").cyan().bold()));
                 }
             }
-            Event::PhaseFinished { phase, ok, elapsed, detail } => {
+            Event::PhaseFinished {
+                phase,
+                ok,
+                elapsed,
+                detail,
+            } => {
                 self.set_spinner(None);
                 if self.quiet && ok {
                     return;
                 }
-                let mark = if ok { style("✓").green().bold() } else { style("✗").red().bold() };
-                let detail = if detail.is_empty() { String::new() } else { format!(" {detail}") };
+                let mark = if ok {
+                    style("✓").green().bold()
+                } else {
+                    style("✗").red().bold()
+                };
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {detail}")
+                };
                 self.stderr_line(&format!(
                     "{mark} {phase} {}{detail}",
                     style(format!("({:.1}s)", elapsed.as_secs_f64())).dim()

@@ -42,7 +42,10 @@ pub struct AppContainer {
 
 impl Observed {
     pub fn unknown(reason: impl Into<String>) -> Self {
-        Observed { unknown_reason: Some(reason.into()), ..Default::default() }
+        Observed {
+            unknown_reason: Some(reason.into()),
+            ..Default::default()
+        }
     }
     pub fn is_known(&self) -> bool {
         self.unknown_reason.is_none()
@@ -52,10 +55,9 @@ impl Observed {
     }
     /// The newest release recorded as good (or live) other than `except`.
     pub fn last_good(&self, except: Option<&str>) -> Option<&ReleaseRecord> {
-        self.releases
-            .iter()
-            .rev()
-            .find(|r| matches!(r.outcome, Outcome::Good | Outcome::Live) && Some(r.version.as_str()) != except)
+        self.releases.iter().rev().find(|r| {
+            matches!(r.outcome, Outcome::Good | Outcome::Live) && Some(r.version.as_str()) != except
+        })
     }
 }
 
@@ -64,14 +66,42 @@ impl Observed {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
-    RunHook { hook: String, command: Vec<String>, shell: bool },
-    RunTest { command: Vec<String>, shell: bool, timeout: String },
-    BuildImage { image: String, context: String, dockerfile: String, target: Option<String> },
-    UseImage { image: String },
-    AcquireLock { lock: String },
-    EnsureNetwork { network: String },
-    EnsureProxy { container: String, image: String, listen: String, action: ProxyAction },
-    RemoveContainer { container: String, version: String, reason: String },
+    RunHook {
+        hook: String,
+        command: Vec<String>,
+        shell: bool,
+    },
+    RunTest {
+        command: Vec<String>,
+        shell: bool,
+        timeout: String,
+    },
+    BuildImage {
+        image: String,
+        context: String,
+        dockerfile: String,
+        target: Option<String>,
+    },
+    UseImage {
+        image: String,
+    },
+    AcquireLock {
+        lock: String,
+    },
+    EnsureNetwork {
+        network: String,
+    },
+    EnsureProxy {
+        container: String,
+        image: String,
+        listen: String,
+        action: ProxyAction,
+    },
+    RemoveContainer {
+        container: String,
+        version: String,
+        reason: String,
+    },
     StartRelease {
         container: String,
         image: String,
@@ -82,14 +112,43 @@ pub enum Step {
         /// Start the release's existing stopped container instead of creating one.
         reuse: bool,
     },
-    WaitHealthy { url: String, expect_status: Vec<u16>, healthy_threshold: u32, interval: String, timeout: String, deadline: String },
-    Switch { from: Option<String>, to: String, drain_timeout: String },
-    Verify { window: String, max_error_rate: f64, max_p95_latency: String },
-    StopContainer { container: String, version: String },
-    RecordRelease { version: String, outcome: String },
-    Prune { images: Vec<String> },
-    Notify { kind: String, url: String, event: String },
-    ReleaseLock { lock: String },
+    WaitHealthy {
+        url: String,
+        expect_status: Vec<u16>,
+        healthy_threshold: u32,
+        interval: String,
+        timeout: String,
+        deadline: String,
+    },
+    Switch {
+        from: Option<String>,
+        to: String,
+        drain_timeout: String,
+    },
+    Verify {
+        window: String,
+        max_error_rate: f64,
+        max_p95_latency: String,
+    },
+    StopContainer {
+        container: String,
+        version: String,
+    },
+    RecordRelease {
+        version: String,
+        outcome: String,
+    },
+    Prune {
+        images: Vec<String>,
+    },
+    Notify {
+        kind: String,
+        url: String,
+        event: String,
+    },
+    ReleaseLock {
+        lock: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,46 +163,118 @@ impl Step {
     /// One line for humans.
     pub fn describe(&self) -> String {
         match self {
-            Step::RunHook { hook, command, shell } => format!("run {hook} hook: {}", show_command(command, *shell)),
-            Step::RunTest { command, shell, timeout } => {
-                format!("run test: {} (timeout {timeout})", show_command(command, *shell))
+            Step::RunHook {
+                hook,
+                command,
+                shell,
+            } => format!("run {hook} hook: {}", show_command(command, *shell)),
+            Step::RunTest {
+                command,
+                shell,
+                timeout,
+            } => {
+                format!(
+                    "run test: {} (timeout {timeout})",
+                    show_command(command, *shell)
+                )
             }
-            Step::BuildImage { image, context, dockerfile, target } => format!(
+            Step::BuildImage {
+                image,
+                context,
+                dockerfile,
+                target,
+            } => format!(
                 "build image {image} from {context} ({dockerfile}{})",
-                target.as_ref().map(|t| format!(", target {t}")).unwrap_or_default()
+                target
+                    .as_ref()
+                    .map(|t| format!(", target {t}"))
+                    .unwrap_or_default()
             ),
             Step::UseImage { image } => format!("use existing image {image} (no build)"),
             Step::AcquireLock { lock } => format!("take lock {lock}"),
             Step::EnsureNetwork { network } => format!("ensure network {network}"),
-            Step::EnsureProxy { container, image, listen, action } => match action {
-                ProxyAction::Create => format!("create proxy {container} ({image}) publishing {listen}"),
+            Step::EnsureProxy {
+                container,
+                image,
+                listen,
+                action,
+            } => match action {
+                ProxyAction::Create => {
+                    format!("create proxy {container} ({image}) publishing {listen}")
+                }
                 ProxyAction::Start => format!("start stopped proxy {container}"),
                 ProxyAction::Keep => format!("keep proxy {container} publishing {listen}"),
             },
-            Step::RemoveContainer { container, version, reason } => {
+            Step::RemoveContainer {
+                container,
+                version,
+                reason,
+            } => {
                 format!("remove container {container} ({version}): {reason}")
             }
-            Step::StartRelease { container, version, reuse: true, .. } => {
+            Step::StartRelease {
+                container,
+                version,
+                reuse: true,
+                ..
+            } => {
                 format!("start the existing container {container} ({version}), no rebuild")
             }
-            Step::StartRelease { container, image, color, version, network, env, reuse: false } => format!(
+            Step::StartRelease {
+                container,
+                image,
+                color,
+                version,
+                network,
+                env,
+                reuse: false,
+            } => format!(
                 "start {container} from {image} as {color} (version {version}) on {network}{}",
-                if env.is_empty() { String::new() } else { format!(", env {}", env.join(", ")) }
+                if env.is_empty() {
+                    String::new()
+                } else {
+                    format!(", env {}", env.join(", "))
+                }
             ),
-            Step::WaitHealthy { url, expect_status, healthy_threshold, interval, timeout, deadline } => format!(
+            Step::WaitHealthy {
+                url,
+                expect_status,
+                healthy_threshold,
+                interval,
+                timeout,
+                deadline,
+            } => format!(
                 "wait for {healthy_threshold} consecutive passing checks of {url} (status {}, every {interval}, timeout {timeout}, deadline {deadline})",
-                expect_status.iter().map(u16::to_string).collect::<Vec<_>>().join("|")
+                expect_status
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join("|")
             ),
-            Step::Switch { from, to, drain_timeout } => match from {
-                Some(from) => format!("switch traffic {from} -> {to}, drain {from} up to {drain_timeout}"),
+            Step::Switch {
+                from,
+                to,
+                drain_timeout,
+            } => match from {
+                Some(from) => {
+                    format!("switch traffic {from} -> {to}, drain {from} up to {drain_timeout}")
+                }
                 None => format!("switch traffic to {to}"),
             },
-            Step::Verify { window, max_error_rate, max_p95_latency } => format!(
+            Step::Verify {
+                window,
+                max_error_rate,
+                max_p95_latency,
+            } => format!(
                 "verify for {window}: health keeps passing, error rate <= {:.2}%, p95 <= {max_p95_latency}",
                 max_error_rate * 100.0
             ),
-            Step::StopContainer { container, version } => format!("stop {container} ({version}), keep it for rollback"),
-            Step::RecordRelease { version, outcome } => format!("record release {version} as {outcome}"),
+            Step::StopContainer { container, version } => {
+                format!("stop {container} ({version}), keep it for rollback")
+            }
+            Step::RecordRelease { version, outcome } => {
+                format!("record release {version} as {outcome}")
+            }
             Step::Prune { images } => format!("prune images {}", images.join(", ")),
             Step::Notify { kind, url, event } => format!("notify {kind} {url} on {event}"),
             Step::ReleaseLock { lock } => format!("release lock {lock}"),
@@ -153,7 +284,10 @@ impl Step {
 
 fn show_command(command: &[String], shell: bool) -> String {
     if shell {
-        format!("sh -c {}", shell_words::quote(command.first().map(String::as_str).unwrap_or("")))
+        format!(
+            "sh -c {}",
+            shell_words::quote(command.first().map(String::as_str).unwrap_or(""))
+        )
     } else {
         shell_words::join(command)
     }
@@ -164,9 +298,15 @@ pub fn command_argv(spec: &CommandSpec) -> (Vec<String>, bool) {
     match spec {
         CommandSpec::Argv(argv) => (argv.clone(), false),
         // Validation has already checked that the line splits.
-        CommandSpec::Line(line) => (shell_words::split(line).unwrap_or_else(|_| vec![line.clone()]), false),
+        CommandSpec::Line(line) => (
+            shell_words::split(line).unwrap_or_else(|_| vec![line.clone()]),
+            false,
+        ),
         CommandSpec::Table(t) if t.shell => (vec![t.run.clone()], true),
-        CommandSpec::Table(t) => (shell_words::split(&t.run).unwrap_or_else(|_| vec![t.run.clone()]), false),
+        CommandSpec::Table(t) => (
+            shell_words::split(&t.run).unwrap_or_else(|_| vec![t.run.clone()]),
+            false,
+        ),
     }
 }
 
@@ -221,23 +361,38 @@ pub fn listen_parts(listen: &str) -> (String, u16) {
 /// The address users reach the app at.
 pub fn public_url(config: &Config) -> String {
     let (ip, port) = listen_parts(&config.proxy.listen);
-    let host = if ip.is_empty() || ip == "0.0.0.0" { "localhost".to_string() } else { ip };
+    let host = if ip.is_empty() || ip == "0.0.0.0" {
+        "localhost".to_string()
+    } else {
+        ip
+    };
     format!("http://{host}:{port}")
 }
 
 pub fn health_url(config: &Config, container: &str) -> String {
-    format!("http://{container}:{}{}", config.health_port(), config.health.path)
+    format!(
+        "http://{container}:{}{}",
+        config.health_port(),
+        config.health.path
+    )
 }
 
 /// The image reference of the proxy (the configured one wins).
 pub fn proxy_image(config: &Config, built: &str) -> String {
-    config.proxy.image.clone().unwrap_or_else(|| built.to_string())
+    config
+        .proxy
+        .image
+        .clone()
+        .unwrap_or_else(|| built.to_string())
 }
 
 pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) -> Plan {
     let config = &loaded.config;
     let names = Names::new(&config.app.name, &loaded.env);
-    let image = req.image.clone().unwrap_or_else(|| names.image(&req.version));
+    let image = req
+        .image
+        .clone()
+        .unwrap_or_else(|| names.image(&req.version));
     let live_color = observed.live.as_ref().map(|t| t.color.as_str());
     let color = other_color(live_color).to_string();
     let container = names.container(&color);
@@ -248,7 +403,11 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
             .iter()
             .map(|s| {
                 let (command, shell) = command_argv(s);
-                Step::RunHook { hook: hook.into(), command, shell }
+                Step::RunHook {
+                    hook: hook.into(),
+                    command,
+                    shell,
+                }
             })
             .collect()
     };
@@ -256,11 +415,17 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
     if !req.skip_tests {
         for spec in &config.test.commands {
             let (command, shell) = command_argv(spec);
-            steps.push(Step::RunTest { command, shell, timeout: config.test.timeout.to_string() });
+            steps.push(Step::RunTest {
+                command,
+                shell,
+                timeout: config.test.timeout.to_string(),
+            });
         }
     }
     match &req.image {
-        Some(image) => steps.push(Step::UseImage { image: image.clone() }),
+        Some(image) => steps.push(Step::UseImage {
+            image: image.clone(),
+        }),
         None => {
             steps.extend(hook_steps("pre_build", &config.hooks.pre_build));
             steps.push(Step::BuildImage {
@@ -272,16 +437,30 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         }
     }
     steps.push(Step::AcquireLock { lock: names.lock() });
-    steps.extend(swap_steps(loaded, observed, &names, &image, &req.version, &color, &req.proxy_image));
+    steps.extend(swap_steps(
+        loaded,
+        observed,
+        &names,
+        &image,
+        &req.version,
+        &color,
+        &req.proxy_image,
+    ));
     steps.push(Step::Verify {
         window: config.verify.window.to_string(),
         max_error_rate: config.verify.max_error_rate,
         max_p95_latency: config.verify.max_p95_latency.to_string(),
     });
     if let Some(live) = &observed.live {
-        steps.push(Step::StopContainer { container: live.container.clone(), version: live.version.clone() });
+        steps.push(Step::StopContainer {
+            container: live.container.clone(),
+            version: live.version.clone(),
+        });
     }
-    steps.push(Step::RecordRelease { version: req.version.clone(), outcome: "live".into() });
+    steps.push(Step::RecordRelease {
+        version: req.version.clone(),
+        outcome: "live".into(),
+    });
     let prune = prune_images(loaded, observed, &req.version);
     if !prune.is_empty() {
         steps.push(Step::Prune { images: prune });
@@ -300,8 +479,14 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
             drain_timeout: config.deploy.drain_timeout.to_string(),
         });
     }
-    on_failure.push(Step::StopContainer { container: container.clone(), version: req.version.clone() });
-    on_failure.push(Step::RecordRelease { version: req.version.clone(), outcome: "failed".into() });
+    on_failure.push(Step::StopContainer {
+        container: container.clone(),
+        version: req.version.clone(),
+    });
+    on_failure.push(Step::RecordRelease {
+        version: req.version.clone(),
+        outcome: "failed".into(),
+    });
     on_failure.push(Step::ReleaseLock { lock: names.lock() });
     on_failure.extend(hook_steps("on_failure", &config.hooks.on_failure));
     on_failure.extend(notify_steps(config, NotifyEvent::Failure));
@@ -339,7 +524,9 @@ fn swap_steps(
 ) -> Vec<Step> {
     let config = &loaded.config;
     let container = names.container(color);
-    let mut steps = vec![Step::EnsureNetwork { network: names.network() }];
+    let mut steps = vec![Step::EnsureNetwork {
+        network: names.network(),
+    }];
     let action = match &observed.proxy {
         None => ProxyAction::Create,
         Some(p) if !p.running => ProxyAction::Start,
@@ -382,7 +569,11 @@ fn swap_steps(
     });
     steps.extend(config.hooks.pre_deploy.iter().map(|s| {
         let (command, shell) = command_argv(s);
-        Step::RunHook { hook: "pre_deploy".into(), command, shell }
+        Step::RunHook {
+            hook: "pre_deploy".into(),
+            command,
+            shell,
+        }
     }));
     steps.push(Step::Switch {
         from: observed.live.as_ref().map(|t| t.container.clone()),
@@ -427,22 +618,37 @@ pub fn prune_images(loaded: &Loaded, observed: &Observed, new_version: &str) -> 
     }
     let mut good_versions = Vec::new();
     for r in observed.releases.iter().rev() {
-        if matches!(r.outcome, Outcome::Good | Outcome::Live) && !good_versions.contains(&r.version.as_str()) {
+        if matches!(r.outcome, Outcome::Good | Outcome::Live)
+            && !good_versions.contains(&r.version.as_str())
+        {
             good_versions.push(r.version.as_str());
         }
     }
     // The new release counts as one of the kept good ones.
-    keep.extend(good_versions.iter().filter(|v| **v != new_version).take(keep_n.saturating_sub(1)));
+    keep.extend(
+        good_versions
+            .iter()
+            .filter(|v| **v != new_version)
+            .take(keep_n.saturating_sub(1)),
+    );
     for c in &observed.containers {
         if c.running {
             keep.insert(&c.version);
         }
     }
-    observed.images.iter().filter(|v| !keep.contains(v.as_str())).map(|v| names.image(v)).collect()
+    observed
+        .images
+        .iter()
+        .filter(|v| !keep.contains(v.as_str()))
+        .map(|v| names.image(v))
+        .collect()
 }
 
 /// Which release a rollback goes to.
-pub fn rollback_target<'a>(observed: &'a Observed, to: Option<&str>) -> Result<&'a ReleaseRecord, String> {
+pub fn rollback_target<'a>(
+    observed: &'a Observed,
+    to: Option<&str>,
+) -> Result<&'a ReleaseRecord, String> {
     let live_version = observed.live.as_ref().map(|t| t.version.as_str());
     match to {
         Some(v) => observed
@@ -450,10 +656,12 @@ pub fn rollback_target<'a>(observed: &'a Observed, to: Option<&str>) -> Result<&
             .iter()
             .rev()
             .find(|r| r.version == v || r.version.starts_with(v))
-            .ok_or_else(|| format!("no release {v} in the ledger; `deployctl releases` lists them")),
-        None => observed
-            .last_good(live_version)
-            .ok_or_else(|| "no earlier good release to roll back to; `deployctl releases` lists them".to_string()),
+            .ok_or_else(|| {
+                format!("no release {v} in the ledger; `deployctl releases` lists them")
+            }),
+        None => observed.last_good(live_version).ok_or_else(|| {
+            "no earlier good release to roll back to; `deployctl releases` lists them".to_string()
+        }),
     }
 }
 
@@ -466,10 +674,19 @@ pub fn plan_rollback(
     let config = &loaded.config;
     let names = Names::new(&config.app.name, &loaded.env);
     let target = rollback_target(observed, to)?;
-    if observed.live.as_ref().is_some_and(|l| l.version == target.version) {
+    if observed
+        .live
+        .as_ref()
+        .is_some_and(|l| l.version == target.version)
+    {
         return Err(format!("{} is already live", target.version));
     }
-    if !observed.images.contains(&target.version) && !observed.containers.iter().any(|c| c.version == target.version) {
+    if !observed.images.contains(&target.version)
+        && !observed
+            .containers
+            .iter()
+            .any(|c| c.version == target.version)
+    {
         return Err(format!(
             "the image of {} is gone (pruned?); deploy that version again instead",
             target.version
@@ -481,9 +698,19 @@ pub fn plan_rollback(
     let image = names.image(&target.version);
     let mut steps = vec![Step::AcquireLock { lock: names.lock() }];
     // The release's own container, if it is in the idle colour, is reused: no rebuild, no new create.
-    let reusable = observed.container(&container).is_some_and(|c| c.version == target.version);
+    let reusable = observed
+        .container(&container)
+        .is_some_and(|c| c.version == target.version);
     if reusable {
-        let mut swap = swap_steps(loaded, observed, &names, &image, &target.version, &color, built_proxy_image);
+        let mut swap = swap_steps(
+            loaded,
+            observed,
+            &names,
+            &image,
+            &target.version,
+            &color,
+            built_proxy_image,
+        );
         swap.retain(|s| !matches!(s, Step::RemoveContainer { .. }));
         for s in &mut swap {
             if let Step::StartRelease { env, reuse, .. } = s {
@@ -494,16 +721,34 @@ pub fn plan_rollback(
         }
         steps.extend(swap);
     } else {
-        steps.extend(swap_steps(loaded, observed, &names, &image, &target.version, &color, built_proxy_image));
+        steps.extend(swap_steps(
+            loaded,
+            observed,
+            &names,
+            &image,
+            &target.version,
+            &color,
+            built_proxy_image,
+        ));
     }
     if let Some(live) = &observed.live {
-        steps.push(Step::StopContainer { container: live.container.clone(), version: live.version.clone() });
+        steps.push(Step::StopContainer {
+            container: live.container.clone(),
+            version: live.version.clone(),
+        });
     }
-    steps.push(Step::RecordRelease { version: target.version.clone(), outcome: "live".into() });
+    steps.push(Step::RecordRelease {
+        version: target.version.clone(),
+        outcome: "live".into(),
+    });
     steps.push(Step::ReleaseLock { lock: names.lock() });
     steps.extend(config.hooks.on_rollback.iter().map(|s| {
         let (command, shell) = command_argv(s);
-        Step::RunHook { hook: "on_rollback".into(), command, shell }
+        Step::RunHook {
+            hook: "on_rollback".into(),
+            command,
+            shell,
+        }
     }));
     steps.extend(notify_steps(config, NotifyEvent::Rollback));
     Ok(Plan {

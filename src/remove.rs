@@ -6,7 +6,10 @@ use crate::names::Names;
 
 /// Returns what was removed.
 pub async fn remove_environment(engine: &dyn Engine, names: &Names) -> anyhow::Result<Vec<String>> {
-    let scope = [(labels::APP, names.app.as_str()), (labels::ENV, names.env.as_str())];
+    let scope = [
+        (labels::APP, names.app.as_str()),
+        (labels::ENV, names.env.as_str()),
+    ];
     let mut removed = Vec::new();
     for c in engine.list_containers(&scope).await.map_err(engine_err)? {
         match engine.remove_container(&c.name, true).await {
@@ -19,16 +22,24 @@ pub async fn remove_environment(engine: &dyn Engine, names: &Names) -> anyhow::R
         ("volume", engine.remove_volume(&names.state_volume()).await),
     ] {
         match result {
-            Ok(()) => removed.push(format!("{kind} {}", if kind == "network" { names.network() } else { names.state_volume() })),
+            Ok(()) => removed.push(format!(
+                "{kind} {}",
+                if kind == "network" {
+                    names.network()
+                } else {
+                    names.state_volume()
+                }
+            )),
             Err(EngineError::NotFound(_)) => {}
             Err(e) => return Err(engine_err(e)),
         }
     }
     for image in engine.list_images(&scope).await.map_err(engine_err)? {
         match engine.remove_image(&image.id).await {
-            Ok(()) | Err(EngineError::NotFound(_)) => {
-                removed.push(format!("image {}", image.tags.first().cloned().unwrap_or(image.id)))
-            }
+            Ok(()) | Err(EngineError::NotFound(_)) => removed.push(format!(
+                "image {}",
+                image.tags.first().cloned().unwrap_or(image.id)
+            )),
             Err(e) => return Err(engine_err(e)),
         }
     }

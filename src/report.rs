@@ -12,7 +12,10 @@ use crate::health::ProbeResult;
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A phase of the run begins (`build`, `health`, `switch`, ...).
-    PhaseStarted { phase: String, detail: String },
+    PhaseStarted {
+        phase: String,
+        detail: String,
+    },
     PhaseFinished {
         phase: String,
         ok: bool,
@@ -20,11 +23,20 @@ pub enum Event {
         elapsed: Duration,
         detail: String,
     },
-    Info { message: String },
-    Warning { message: String },
+    Info {
+        message: String,
+    },
+    Warning {
+        message: String,
+    },
     /// A line of streamed output from a build, test command, hook or container.
-    Line { source: String, line: String },
-    Probe { probe: ProbeResult },
+    Line {
+        source: String,
+        line: String,
+    },
+    Probe {
+        probe: ProbeResult,
+    },
 }
 
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -37,13 +49,20 @@ pub trait Reporter: Send + Sync {
 
 impl dyn Reporter + '_ {
     pub fn info(&self, message: impl Into<String>) {
-        self.event(Event::Info { message: message.into() });
+        self.event(Event::Info {
+            message: message.into(),
+        });
     }
     pub fn warn(&self, message: impl Into<String>) {
-        self.event(Event::Warning { message: message.into() });
+        self.event(Event::Warning {
+            message: message.into(),
+        });
     }
     pub fn line(&self, source: &str, line: &str) {
-        self.event(Event::Line { source: source.into(), line: line.into() });
+        self.event(Event::Line {
+            source: source.into(),
+            line: line.into(),
+        });
     }
 }
 
@@ -56,8 +75,15 @@ pub struct Phase<'a> {
 
 impl<'a> Phase<'a> {
     pub fn start(reporter: &'a dyn Reporter, name: &str, detail: impl Into<String>) -> Self {
-        reporter.event(Event::PhaseStarted { phase: name.into(), detail: detail.into() });
-        Phase { reporter, name: name.into(), started: std::time::Instant::now() }
+        reporter.event(Event::PhaseStarted {
+            phase: name.into(),
+            detail: detail.into(),
+        });
+        Phase {
+            reporter,
+            name: name.into(),
+            started: std::time::Instant::now(),
+        }
     }
     pub fn ok(self, detail: impl Into<String>) {
         self.finish(true, detail.into());

@@ -42,11 +42,20 @@ pub async fn run(
     source: &str,
     reporter: &dyn Reporter,
 ) -> Result<(), CommandFailure> {
-    let shown = if shell { argv.join(" ") } else { shell_words::join(argv) };
-    let fail = |message: String, last_lines: Vec<String>| CommandFailure { command: shown.clone(), message, last_lines };
+    let shown = if shell {
+        argv.join(" ")
+    } else {
+        shell_words::join(argv)
+    };
+    let fail = |message: String, last_lines: Vec<String>| CommandFailure {
+        command: shown.clone(),
+        message,
+        last_lines,
+    };
     let mut cmd = if shell {
         let mut c = Command::new("sh");
-        c.arg("-c").arg(argv.first().map(String::as_str).unwrap_or(""));
+        c.arg("-c")
+            .arg(argv.first().map(String::as_str).unwrap_or(""));
         c
     } else {
         let Some((program, args)) = argv.split_first() else {
@@ -62,7 +71,9 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| fail(format!("could not start: {e}"), vec![]))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("could not start: {e}"), vec![]))?;
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(KEEP_LINES)));
     let pump = |stream: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
         let tail = tail.clone();
@@ -80,16 +91,28 @@ pub async fn run(
             }
         }
     };
-    let stdout = child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
-    let stderr = child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
     let work = async {
         tokio::join!(pump(stdout), pump(stderr));
         child.wait().await
     };
     let status = tokio::time::timeout(timeout, work).await;
-    let last: Vec<String> = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+    let last: Vec<String> = tail
+        .lock()
+        .map(|t| t.iter().cloned().collect())
+        .unwrap_or_default();
     match status {
-        Err(_) => Err(fail(format!("timed out after {}", humantime::format_duration(timeout)), last)),
+        Err(_) => Err(fail(
+            format!("timed out after {}", humantime::format_duration(timeout)),
+            last,
+        )),
         Ok(Err(e)) => Err(fail(format!("failed: {e}"), last)),
         Ok(Ok(s)) if s.success() => Ok(()),
         Ok(Ok(s)) => Err(fail(

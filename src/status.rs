@@ -54,21 +54,41 @@ pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Stat
     engine.ping().await.map_err(engine_err)?;
     let observed = host::observe(engine, &names).await?;
     let mut problems = Vec::new();
-    let proxy = observed.proxy.as_ref().map(|p| ProxyInfo { container: p.container.clone(), running: p.running });
+    let proxy = observed.proxy.as_ref().map(|p| ProxyInfo {
+        container: p.container.clone(),
+        running: p.running,
+    });
     match &proxy {
-        None => problems.push("nothing is deployed in this environment yet: run `deployctl deploy`".to_string()),
-        Some(p) if !p.running => problems.push(format!("the proxy {} is not running: `docker start {}`", p.container, p.container)),
+        None => problems.push(
+            "nothing is deployed in this environment yet: run `deployctl deploy`".to_string(),
+        ),
+        Some(p) if !p.running => problems.push(format!(
+            "the proxy {} is not running: `docker start {}`",
+            p.container, p.container
+        )),
         _ => {}
     }
     let mut live = None;
     if let Some(target) = &observed.live {
-        let info = engine.inspect_container(&target.container).await.map_err(engine_err)?;
+        let info = engine
+            .inspect_container(&target.container)
+            .await
+            .map_err(engine_err)?;
         let (running, state, started_at) = match &info {
-            Some(i) => (i.state.running, i.state.status.clone(), i.state.started_at.clone()),
+            Some(i) => (
+                i.state.running,
+                i.state.status.clone(),
+                i.state.started_at.clone(),
+            ),
             None => (false, "missing".to_string(), None),
         };
         let health = if running {
-            probe_now(engine, &names, &host::health_spec(&loaded.config, &target.container)).await
+            probe_now(
+                engine,
+                &names,
+                &host::health_spec(&loaded.config, &target.container),
+            )
+            .await
         } else {
             "not running".to_string()
         };
@@ -78,7 +98,10 @@ pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Stat
                 target.container, target.container
             ));
         } else if health != "passing" {
-            problems.push(format!("the live release {} fails its health check: {health}", target.version));
+            problems.push(format!(
+                "the live release {} fails its health check: {health}",
+                target.version
+            ));
         }
         live = Some(LiveRelease {
             version: target.version.clone(),
@@ -90,11 +113,16 @@ pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Stat
             health,
         });
     } else if proxy.as_ref().is_some_and(|p| p.running) {
-        problems.push("the proxy routes to no release: run `deployctl deploy` or `deployctl rollback`".to_string());
+        problems.push(
+            "the proxy routes to no release: run `deployctl deploy` or `deployctl rollback`"
+                .to_string(),
+        );
     }
     let previous = observed
         .last_good(observed.live.as_ref().map(|t| t.version.as_str()))
-        .map(|r| PreviousRelease { version: r.version.clone() });
+        .map(|r| PreviousRelease {
+            version: r.version.clone(),
+        });
     Ok(StatusReport {
         app: names.app.clone(),
         env: names.env.clone(),
@@ -133,9 +161,17 @@ async fn probe_now(engine: &dyn Engine, names: &Names, spec: &HealthSpec) -> Str
 pub async fn releases(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Vec<ReleaseRecord>> {
     let names = Names::new(&loaded.config.app.name, &loaded.env);
     engine.ping().await.map_err(engine_err)?;
-    match engine.inspect_container(&names.proxy()).await.map_err(engine_err)? {
+    match engine
+        .inspect_container(&names.proxy())
+        .await
+        .map_err(engine_err)?
+    {
         Some(p) if p.state.running => host::proxy_releases(engine, &names).await,
-        Some(_) => anyhow::bail!("the proxy {} is not running, so its ledger cannot be read: `docker start {}`", names.proxy(), names.proxy()),
+        Some(_) => anyhow::bail!(
+            "the proxy {} is not running, so its ledger cannot be read: `docker start {}`",
+            names.proxy(),
+            names.proxy()
+        ),
         None => Ok(vec![]),
     }
 }

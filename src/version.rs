@@ -14,21 +14,42 @@ pub struct GitState {
 }
 
 pub fn git_state(root: &Path) -> Result<GitState, String> {
-    let repo = git2::Repository::discover(root).map_err(|e| format!("not in a git repository ({})", e.message()))?;
-    let head = repo.head().map_err(|e| format!("git HEAD cannot be read ({})", e.message()))?;
-    let commit = head.peel_to_commit().map_err(|e| format!("git HEAD is not a commit ({})", e.message()))?;
+    let repo = git2::Repository::discover(root)
+        .map_err(|e| format!("not in a git repository ({})", e.message()))?;
+    let head = repo
+        .head()
+        .map_err(|e| format!("git HEAD cannot be read ({})", e.message()))?;
+    let commit = head
+        .peel_to_commit()
+        .map_err(|e| format!("git HEAD is not a commit ({})", e.message()))?;
     let sha = commit.id().to_string();
-    let branch = if head.is_branch() { head.shorthand().ok().map(str::to_string) } else { None };
+    let branch = if head.is_branch() {
+        head.shorthand().ok().map(str::to_string)
+    } else {
+        None
+    };
     let mut opts = git2::StatusOptions::new();
-    opts.include_untracked(true).include_ignored(false).exclude_submodules(true);
-    let dirty = repo.statuses(Some(&mut opts)).map(|s| !s.is_empty()).unwrap_or(false);
-    Ok(GitState { short_sha: sha.chars().take(7).collect(), sha, branch, dirty })
+    opts.include_untracked(true)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let dirty = repo
+        .statuses(Some(&mut opts))
+        .map(|s| !s.is_empty())
+        .unwrap_or(false);
+    Ok(GitState {
+        short_sha: sha.chars().take(7).collect(),
+        sha,
+        branch,
+        dirty,
+    })
 }
 
 /// Valid as a Docker tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 pub fn validate_version(version: &str) -> Result<(), Error> {
     let mut chars = version.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && version.len() <= 128;
     if ok {
@@ -46,9 +67,16 @@ pub fn resolve(explicit: Option<&str>, root: &Path) -> Result<String, Error> {
         validate_version(v)?;
         return Ok(v.to_string());
     }
-    let state = git_state(root)
-        .map_err(|reason| Error::Usage(format!("cannot derive the release version: {reason}\n  hint: pass --version VERSION")))?;
-    Ok(if state.dirty { format!("{}-dirty", state.short_sha) } else { state.short_sha })
+    let state = git_state(root).map_err(|reason| {
+        Error::Usage(format!(
+            "cannot derive the release version: {reason}\n  hint: pass --version VERSION"
+        ))
+    })?;
+    Ok(if state.dirty {
+        format!("{}-dirty", state.short_sha)
+    } else {
+        state.short_sha
+    })
 }
 
 #[cfg(test)]

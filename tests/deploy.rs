@@ -7,11 +7,16 @@ use std::time::Duration;
 use support::{App, Load, wait_until};
 
 fn body_version(body: &str) -> Option<String> {
-    body.split_whitespace().find_map(|w| w.strip_prefix("version=")).map(str::to_string)
+    body.split_whitespace()
+        .find_map(|w| w.strip_prefix("version="))
+        .map(str::to_string)
 }
 
 fn serving(app: &App) -> Option<String> {
-    app.get().ok().filter(|(s, _)| *s == 200).and_then(|(_, b)| body_version(&b))
+    app.get()
+        .ok()
+        .filter(|(s, _)| *s == 200)
+        .and_then(|(_, b)| body_version(&b))
 }
 
 #[test]
@@ -30,7 +35,11 @@ fn deploy_v1_then_v2_then_rollbacks() {
     let run = app.deploy("v2", &[]);
     assert_eq!(run.code, 0, "{run}");
     assert_eq!(serving(&app).as_deref(), Some("v2"));
-    assert_eq!(app.container_running(&app.container("blue")), Some(false), "v1 is stopped but kept");
+    assert_eq!(
+        app.container_running(&app.container("blue")),
+        Some(false),
+        "v1 is stopped but kept"
+    );
     assert_eq!(app.container_running(&app.container("green")), Some(true));
     let status = app.status_json();
     assert_eq!(status["live"]["version"], "v2");
@@ -51,7 +60,12 @@ fn deploy_v1_then_v2_then_rollbacks() {
 
     let releases = app.run(&["releases", "--output", "json"], &[]);
     let doc: serde_json::Value = serde_json::from_str(&releases.stdout).expect("releases JSON");
-    let versions: Vec<&str> = doc["releases"].as_array().expect("array").iter().filter_map(|r| r["version"].as_str()).collect();
+    let versions: Vec<&str> = doc["releases"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["version"].as_str())
+        .collect();
     assert_eq!(versions, ["v1", "v2", "v1", "v2"], "{doc}");
     assert!(!app.lock_exists());
 }
@@ -62,11 +76,19 @@ fn health_failures_leave_the_old_release_serving() {
     let app = App::new("dcthlt");
     let run = app.deploy("v1", &[]);
     assert_eq!(run.code, 0, "{run}");
-    let live_id = app.container_id(&app.container("blue")).expect("live container");
+    let live_id = app
+        .container_id(&app.container("blue"))
+        .expect("live container");
 
-    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+    // (version, environment of the broken release, evidence the report must show)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 6] = [
         ("fail500", &[("DEMO_MODE", "fail500")], "500"),
-        ("slow", &[("DEMO_MODE", "slow"), ("DEMO_SLOW_MS", "3000")], "timed out"),
+        (
+            "slow",
+            &[("DEMO_MODE", "slow"), ("DEMO_SLOW_MS", "3000")],
+            "timed out",
+        ),
         ("refuse", &[("DEMO_MODE", "refuse")], "refused"),
         ("flap", &[("DEMO_MODE", "flap")], "status"),
         ("crash", &[("DEMO_MODE", "crash")], "exit"),
@@ -75,13 +97,31 @@ fn health_failures_leave_the_old_release_serving() {
     for (version, env, evidence) in cases {
         let run = app.deploy(version, env);
         assert_eq!(run.code, 1, "{version}: {run}");
-        assert!(run.stdout.contains(evidence) || run.stderr.contains(evidence), "{version}: no `{evidence}` in the report\n{run}");
-        assert!(run.stdout.contains("log lines"), "{version}: the report has the container's logs\n{run}");
-        assert_eq!(serving(&app).as_deref(), Some("v1"), "{version}: v1 still serves");
-        assert_eq!(app.container_id(&app.container("blue")).as_deref(), Some(live_id.as_str()), "{version}: same container");
+        assert!(
+            run.stdout.contains(evidence) || run.stderr.contains(evidence),
+            "{version}: no `{evidence}` in the report\n{run}"
+        );
+        assert!(
+            run.stdout.contains("log lines"),
+            "{version}: the report has the container's logs\n{run}"
+        );
+        assert_eq!(
+            serving(&app).as_deref(),
+            Some("v1"),
+            "{version}: v1 still serves"
+        );
+        assert_eq!(
+            app.container_id(&app.container("blue")).as_deref(),
+            Some(live_id.as_str()),
+            "{version}: same container"
+        );
         assert_eq!(app.status_json()["live"]["version"], "v1");
         assert!(!app.lock_exists(), "{version}: lock released");
-        assert_eq!(app.container_running(&app.container("green")), Some(false), "{version}: failed container stopped, kept");
+        assert_eq!(
+            app.container_running(&app.container("green")),
+            Some(false),
+            "{version}: failed container stopped, kept"
+        );
     }
 }
 
@@ -92,7 +132,10 @@ fn verify_failure_after_the_switch_rolls_back() {
     assert_eq!(run.code, 0, "{run}");
     let load = Load::start(app.port, 100);
     // Healthy for its first requests (health gate and switch), then 500 for everything.
-    let run = app.deploy("v2", &[("DEMO_MODE", "fail_after"), ("DEMO_FAIL_AFTER", "4")]);
+    let run = app.deploy(
+        "v2",
+        &[("DEMO_MODE", "fail_after"), ("DEMO_FAIL_AFTER", "4")],
+    );
     let stats = load.stop();
     assert_eq!(run.code, 1, "{run}");
     assert!(run.stdout.contains("rolled back to v1"), "{run}");
@@ -101,8 +144,13 @@ fn verify_failure_after_the_switch_rolls_back() {
     assert_eq!(status["live"]["version"], "v1", "{status}");
     assert!(stats.sent > 0);
     let doc: serde_json::Value =
-        serde_json::from_str(&app.run(&["releases", "--output", "json"], &[]).stdout).expect("releases JSON");
-    let last = doc["releases"].as_array().and_then(|r| r.last()).cloned().unwrap_or_default();
+        serde_json::from_str(&app.run(&["releases", "--output", "json"], &[]).stdout)
+            .expect("releases JSON");
+    let last = doc["releases"]
+        .as_array()
+        .and_then(|r| r.last())
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(last["version"], "v2");
     assert_eq!(last["outcome"], "rolled_back", "{doc}");
 }
@@ -117,19 +165,33 @@ fn zero_downtime_through_deploy_and_rollbacks() {
     let deploy = app.deploy("v2", &[]);
     // Passes the gate, then its health checks fail during the verify window: rolled back
     // automatically while `/` keeps answering, so every failed request would be the tool's fault.
-    let auto = app.deploy("v3", &[("DEMO_MODE", "unhealthy_after"), ("DEMO_FAIL_AFTER", "4")]);
+    let auto = app.deploy(
+        "v3",
+        &[("DEMO_MODE", "unhealthy_after"), ("DEMO_FAIL_AFTER", "4")],
+    );
     let manual = app.run(&["rollback"], &[]);
     std::thread::sleep(Duration::from_millis(500));
     let stats = load.stop();
     assert_eq!(deploy.code, 0, "{deploy}");
     assert_eq!(auto.code, 1, "{auto}");
     assert_eq!(manual.code, 0, "{manual}");
-    assert!(stats.sent >= 1000, "at least 200 req/s for the whole run: {stats:?}");
-    assert_eq!(stats.failed, 0, "failed requests: {:?}", &stats.failures[..stats.failures.len().min(10)]);
+    assert!(
+        stats.sent >= 1000,
+        "at least 200 req/s for the whole run: {stats:?}"
+    );
+    assert_eq!(
+        stats.failed,
+        0,
+        "failed requests: {:?}",
+        &stats.failures[..stats.failures.len().min(10)]
+    );
     // Everything served came from one of the releases; v3 may answer while it is briefly live.
     for body in stats.bodies.keys() {
         let v = body_version(body).unwrap_or_default();
-        assert!(["v1", "v2", "v3"].contains(&v.as_str()), "unexpected body {body}");
+        assert!(
+            ["v1", "v2", "v3"].contains(&v.as_str()),
+            "unexpected body {body}"
+        );
     }
     assert_eq!(serving(&app).as_deref(), Some("v1"));
 }
@@ -140,12 +202,24 @@ fn two_deploys_at_once_one_is_locked_out() {
     let run = app.deploy("v1", &[]);
     assert_eq!(run.code, 0, "{run}");
     // A slow start keeps the first deploy inside the lock long enough.
-    let first = app.command(&["deploy", "--version", "v2"], &[("DEMO_MODE", "slow"), ("DEMO_SLOW_MS", "800")]).spawn().expect("spawn");
-    assert!(wait_until(Duration::from_secs(30), || app.lock_exists()), "first deploy took the lock");
+    let first = app
+        .command(
+            &["deploy", "--version", "v2"],
+            &[("DEMO_MODE", "slow"), ("DEMO_SLOW_MS", "800")],
+        )
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_until(Duration::from_secs(30), || app.lock_exists()),
+        "first deploy took the lock"
+    );
     let second = app.deploy("v3", &[]);
     assert_eq!(second.code, 3, "{second}");
     assert!(second.stderr.contains("locked"), "{second}");
-    assert!(second.stderr.contains("deploy v2"), "names the holder's reason: {second}");
+    assert!(
+        second.stderr.contains("deploy v2"),
+        "names the holder's reason: {second}"
+    );
     let first = first.wait_with_output().expect("first deploy");
     assert!(first.status.code().is_some());
     assert!(wait_until(Duration::from_secs(5), || !app.lock_exists()));
@@ -167,18 +241,26 @@ fn interrupt_during(app: &App, version: &str, env: &[(&str, &str)], wait_for: &s
         let seen = seen.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 seen.lock().expect("seen").push_str(&(line + "\n"));
             }
         })
     };
     assert!(
-        wait_until(Duration::from_secs(60), || seen.lock().expect("seen").contains(wait_for)),
+        wait_until(Duration::from_secs(60), || seen
+            .lock()
+            .expect("seen")
+            .contains(wait_for)),
         "never reached `{wait_for}`:\n{}",
         seen.lock().expect("seen")
     );
     let sent = std::time::Instant::now();
-    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
     let status = child.wait().expect("wait");
     let _ = reader.join();
     assert!(sent.elapsed() < Duration::from_secs(5), "exited within 5 s");
@@ -212,21 +294,44 @@ fn proxy_restart_restores_the_route() {
     let app = App::new("dctprx");
     let run = app.deploy("v1", &[]);
     assert_eq!(run.code, 0, "{run}");
-    support::docker(&["restart", &format!("deployctl-proxy-{}-test", app.name)]).expect("restart proxy");
-    assert!(wait_until(Duration::from_secs(15), || serving(&app).as_deref() == Some("v1")), "route restored");
+    support::docker(&["restart", &format!("deployctl-proxy-{}-test", app.name)])
+        .expect("restart proxy");
+    assert!(
+        wait_until(Duration::from_secs(15), || serving(&app).as_deref()
+            == Some("v1")),
+        "route restored"
+    );
 }
 
 #[test]
 fn dry_run_changes_nothing() {
     let app = App::new("dctdry");
-    let run = app.run(&["deploy", "--dry-run", "--version", "v9", "--output", "json"], &[]);
+    let run = app.run(
+        &["deploy", "--dry-run", "--version", "v9", "--output", "json"],
+        &[],
+    );
     assert_eq!(run.code, 0, "{run}");
     let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan JSON");
     assert_eq!(plan["plan"]["version"], "v9");
     assert_eq!(plan["plan"]["container"], app.container("blue"));
-    let created = support::docker(&["ps", "-aq", "--filter", &format!("label=deployctl.app={}", app.name)]).expect("docker ps");
-    assert!(created.trim().is_empty(), "dry-run created containers: {created}");
-    let images = support::docker(&["images", "-q", "--filter", &format!("label=deployctl.app={}", app.name)]).expect("docker images");
+    let created = support::docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=deployctl.app={}", app.name),
+    ])
+    .expect("docker ps");
+    assert!(
+        created.trim().is_empty(),
+        "dry-run created containers: {created}"
+    );
+    let images = support::docker(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=deployctl.app={}", app.name),
+    ])
+    .expect("docker images");
     assert!(images.trim().is_empty(), "dry-run built images: {images}");
     assert!(!app.lock_exists());
 }

@@ -183,7 +183,10 @@ fn route(app: &App, method: &str, target: &str) -> Response {
         thread::sleep(Duration::from_millis(ms));
         return Response::text(
             200,
-            format!("demo-app version={} color={} slow={ms}ms\n", app.version, app.color),
+            format!(
+                "demo-app version={} color={} slow={ms}ms\n",
+                app.version, app.color
+            ),
         );
     }
     if path != "/" && path != "/health" {

@@ -14,10 +14,21 @@ pub fn config(g: &Global, out: &Output, args: ConfigArgs) -> anyhow::Result<Exit
     }
     let loaded = super::load(g, out)?;
     let effective = loaded.redacted_json();
-    let human = toml::to_string_pretty(&effective).unwrap_or_else(|_| serde_json::to_string_pretty(&effective).unwrap_or_default());
-    let files: Vec<String> = loaded.files.iter().map(|f| f.display().to_string()).collect();
-    let header = format!("# effective configuration of {} (secrets shown as ***)\n", files.join(" + "));
-    out.result(&format!("{header}{human}"), json!({ "env": loaded.env, "files": files, "config": effective }));
+    let human = toml::to_string_pretty(&effective)
+        .unwrap_or_else(|_| serde_json::to_string_pretty(&effective).unwrap_or_default());
+    let files: Vec<String> = loaded
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    let header = format!(
+        "# effective configuration of {} (secrets shown as ***)\n",
+        files.join(" + ")
+    );
+    out.result(
+        &format!("{header}{human}"),
+        json!({ "env": loaded.env, "files": files, "config": effective }),
+    );
     Ok(ExitCode::Ok)
 }
 

@@ -22,7 +22,9 @@ pub async fn deploy(g: &Global, out: &Output, args: DeployArgs) -> anyhow::Resul
     };
     if args.dry_run {
         let engine = super::connect(&loaded).await.ok();
-        let plan = deploy::preview_deploy(&loaded, engine.as_ref().map(|e| e as &dyn Engine), &opts).await?;
+        let plan =
+            deploy::preview_deploy(&loaded, engine.as_ref().map(|e| e as &dyn Engine), &opts)
+                .await?;
         print_plan(out, &plan);
         return Ok(ExitCode::Ok);
     }
@@ -42,7 +44,11 @@ pub async fn rollback(g: &Global, out: &Output, args: RollbackArgs) -> anyhow::R
         return Ok(ExitCode::Ok);
     }
     let wait = super::parse_wait(args.lock_wait.as_deref())?;
-    let report = interruptible(&session, deploy::rollback(&session, args.to.as_deref(), wait)).await?;
+    let report = interruptible(
+        &session,
+        deploy::rollback(&session, args.to.as_deref(), wait),
+    )
+    .await?;
     Ok(print_report(out, &report))
 }
 
@@ -70,7 +76,10 @@ fn print_plan(out: &Output, plan: &Plan) {
     text.push_str(&format!("  url:       {}\n", plan.url));
     text.push_str(&format!("  health:    {}\n", plan.health_url));
     match &plan.previous {
-        Some(p) => text.push_str(&format!("  live now:  {} ({}, {})\n", p.version, p.color, p.container)),
+        Some(p) => text.push_str(&format!(
+            "  live now:  {} ({}, {})\n",
+            p.version, p.color, p.container
+        )),
         None => text.push_str("  live now:  nothing\n"),
     }
     text.push_str(&format!("  state:     {}\n\nSteps:\n", plan.live_state));
@@ -96,13 +105,28 @@ fn print_report(out: &Output, report: &Report) -> ExitCode {
             report.env,
             report.color,
             report.container,
-            report.previous.as_ref().map(|p| format!(", replacing {p}")).unwrap_or_default(),
+            report
+                .previous
+                .as_ref()
+                .map(|p| format!(", replacing {p}"))
+                .unwrap_or_default(),
             report.url
         )
     } else {
-        let failure = report.failure.as_ref().map(|f| f.render()).unwrap_or_default();
-        format!("{} {} of {} to {} failed\n{failure}", report.kind, report.version, report.app, report.env)
+        let failure = report
+            .failure
+            .as_ref()
+            .map(|f| f.render())
+            .unwrap_or_default();
+        format!(
+            "{} {} of {} to {} failed\n{failure}",
+            report.kind, report.version, report.app, report.env
+        )
     };
     out.result(&text, serde_json::to_value(report).unwrap_or_default());
-    if report.ok { ExitCode::Ok } else { ExitCode::DeployFailed }
+    if report.ok {
+        ExitCode::Ok
+    } else {
+        ExitCode::DeployFailed
+    }
 }

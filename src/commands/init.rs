@@ -26,10 +26,22 @@ fn default_name(dir: &std::path::Path) -> String {
     let cleaned: String = base
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    let trimmed = cleaned.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
-    if trimmed.is_empty() { "app".into() } else { trimmed }
+    let trimmed = cleaned
+        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    if trimmed.is_empty() {
+        "app".into()
+    } else {
+        trimmed
+    }
 }
 
 impl From<crate::init::InitError> for Error {

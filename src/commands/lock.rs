@@ -17,12 +17,28 @@ pub async fn lock(g: &Global, out: &Output, cmd: LockCommand) -> anyhow::Result<
     match cmd {
         LockCommand::Acquire { reason } => {
             let image = ensure_proxy_image(&engine, &loaded.config).await?;
-            lock::acquire(&engine, &names, &image, &reason, std::time::Duration::ZERO, stale_after, true).await?;
-            out.result(&format!("locked {}: {reason}", names.lock()), json!({ "locked": true, "lock": names.lock(), "reason": reason }));
+            lock::acquire(
+                &engine,
+                &names,
+                &image,
+                &reason,
+                std::time::Duration::ZERO,
+                stale_after,
+                true,
+            )
+            .await?;
+            out.result(
+                &format!("locked {}: {reason}", names.lock()),
+                json!({ "locked": true, "lock": names.lock(), "reason": reason }),
+            );
         }
         LockCommand::Release { force } => {
             let removed = lock::release(&engine, &names, force).await?;
-            let text = if removed { format!("released {}", names.lock()) } else { format!("{} was not held", names.lock()) };
+            let text = if removed {
+                format!("released {}", names.lock())
+            } else {
+                format!("{} was not held", names.lock())
+            };
             out.result(&text, json!({ "released": removed, "lock": names.lock() }));
         }
         LockCommand::Status => {

@@ -37,17 +37,33 @@ pub async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
 
 /// Loads the configuration for `--env`, and makes its secrets known to the output.
 pub fn load(g: &Global, out: &Output) -> anyhow::Result<Loaded> {
-    let root = g.config.parent().map(|p| if p.as_os_str().is_empty() { std::path::Path::new(".") } else { p });
+    let root = g.config.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            p
+        }
+    });
     let Some(env) = g.env.clone() else {
-        let known = root.map(crate::config::list_environments).unwrap_or_default();
+        let known = root
+            .map(crate::config::list_environments)
+            .unwrap_or_default();
         return Err(Error::Usage(format!(
             "no environment given: pass --env NAME (or set DEPLOYCTL_ENV){}",
-            if known.is_empty() { String::new() } else { format!("; environments: {}", known.join(", ")) }
+            if known.is_empty() {
+                String::new()
+            } else {
+                format!("; environments: {}", known.join(", "))
+            }
         ))
         .into());
     };
     let process_env: BTreeMap<String, String> = std::env::vars().collect();
-    let loaded = crate::config::load(&LoadOptions { config_path: g.config.clone(), env, process_env })?;
+    let loaded = crate::config::load(&LoadOptions {
+        config_path: g.config.clone(),
+        env,
+        process_env,
+    })?;
     crate::output::set_redactor(loaded.redactor.clone());
     for w in &loaded.warnings {
         out.warn(w);
@@ -56,13 +72,18 @@ pub fn load(g: &Global, out: &Output) -> anyhow::Result<Loaded> {
 }
 
 pub async fn connect(loaded: &Loaded) -> anyhow::Result<DockerEngine> {
-    DockerEngine::connect(loaded.config.docker.host.as_deref()).await.map_err(engine_err)
+    DockerEngine::connect(loaded.config.docker.host.as_deref())
+        .await
+        .map_err(engine_err)
 }
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn signal() -> Signal {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -16,17 +16,22 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
             proxy::run(proxy::RunOptions { listen, state_dir }).await?;
         }
         ProxyCommand::Switch { request, state_dir } => {
-            let req = serde_json::from_str(&request).map_err(|e| Error::Usage(format!("bad switch request: {e}")))?;
+            let req = serde_json::from_str(&request)
+                .map_err(|e| Error::Usage(format!("bad switch request: {e}")))?;
             print_json(&proxy::client_switch(&state_dir, req).await?)?;
         }
         ProxyCommand::Status { state_dir } => print_json(&proxy::client_status(&state_dir).await?)?,
         ProxyCommand::Record { record, state_dir } => {
-            let record = serde_json::from_str(&record).map_err(|e| Error::Usage(format!("bad release record: {e}")))?;
+            let record = serde_json::from_str(&record)
+                .map_err(|e| Error::Usage(format!("bad release record: {e}")))?;
             proxy::client_record(&state_dir, record).await?;
         }
-        ProxyCommand::Releases { state_dir } => print_json(&proxy::client_releases(&state_dir).await?)?,
+        ProxyCommand::Releases { state_dir } => {
+            print_json(&proxy::client_releases(&state_dir).await?)?
+        }
         ProxyCommand::Health { spec, watch_ms } => {
-            let spec: HealthSpec = serde_json::from_str(&spec).map_err(|e| Error::Usage(format!("bad health spec: {e}")))?;
+            let spec: HealthSpec = serde_json::from_str(&spec)
+                .map_err(|e| Error::Usage(format!("bad health spec: {e}")))?;
             // Each probe is a line the CLI reads as it arrives.
             let mut on_probe = |p: &health::ProbeResult| {
                 if let Ok(line) = serde_json::to_string(p) {
@@ -36,7 +41,9 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
                 }
             };
             let outcome = match watch_ms {
-                Some(ms) => health::watch(&spec, std::time::Duration::from_millis(ms), &mut on_probe).await,
+                Some(ms) => {
+                    health::watch(&spec, std::time::Duration::from_millis(ms), &mut on_probe).await
+                }
                 None => health::wait_healthy(&spec, &mut on_probe).await,
             };
             print_json(&outcome)?;

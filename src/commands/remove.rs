@@ -32,7 +32,12 @@ pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Resul
     }
     let removed = crate::remove::remove_environment(&engine, &names).await?;
     out.result(
-        &format!("removed {} / {}:\n  {}", names.app, names.env, removed.join("\n  ")),
+        &format!(
+            "removed {} / {}:\n  {}",
+            names.app,
+            names.env,
+            removed.join("\n  ")
+        ),
         json!({ "removed": removed }),
     );
     Ok(ExitCode::Ok)

@@ -16,7 +16,10 @@ pub async fn status(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
             l.container,
             l.state,
             l.health,
-            l.started_at.as_ref().map(|s| format!(", started {s}")).unwrap_or_default()
+            l.started_at
+                .as_ref()
+                .map(|s| format!(", started {s}"))
+                .unwrap_or_default()
         )),
         None => text.push_str("  live:     nothing\n"),
     }
@@ -27,25 +30,39 @@ pub async fn status(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
         text.push_str(&format!("  problem:  {p}\n"));
     }
     out.result(&text, serde_json::to_value(&report)?);
-    Ok(if report.healthy { ExitCode::Ok } else { ExitCode::DeployFailed })
+    Ok(if report.healthy {
+        ExitCode::Ok
+    } else {
+        ExitCode::DeployFailed
+    })
 }
 
 pub async fn releases(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
     let engine = super::connect(&loaded).await?;
     let releases = status::releases(&loaded, &engine).await?;
-    let mut text = format!("{:<16} {:<12} {:<6} {:<20} {:>8}  {}\n", "VERSION", "OUTCOME", "COLOR", "STARTED", "SECONDS", "BY / REASON");
+    let mut text = format!(
+        "{:<16} {:<12} {:<6} {:<20} {:>8}  {}\n",
+        "VERSION", "OUTCOME", "COLOR", "STARTED", "SECONDS", "BY / REASON"
+    );
     for r in releases.iter().rev() {
-        let started = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.started_at));
+        let started = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(r.started_at),
+        );
         text.push_str(&format!(
             "{:<16} {:<12} {:<6} {:<20} {:>8}  {}{}\n",
             r.version,
             outcome_word(r.outcome),
             r.color,
             started.to_string(),
-            r.duration_ms.map(|d| format!("{:.1}", d as f64 / 1000.0)).unwrap_or_default(),
+            r.duration_ms
+                .map(|d| format!("{:.1}", d as f64 / 1000.0))
+                .unwrap_or_default(),
             r.author.as_deref().unwrap_or(""),
-            r.reason.as_ref().map(|x| format!(" / {}", x.lines().next().unwrap_or(""))).unwrap_or_default()
+            r.reason
+                .as_ref()
+                .map(|x| format!(" / {}", x.lines().next().unwrap_or("")))
+                .unwrap_or_default()
         ));
     }
     if releases.is_empty() {

@@ -18,18 +18,32 @@ pub fn deployctl_bin() -> PathBuf {
 
 /// The demo app binary `cargo test` builds next to deployctl (it is a cargo example).
 pub fn demo_bin() -> PathBuf {
-    let dir = deployctl_bin().parent().expect("binary has a parent dir").to_path_buf();
+    let dir = deployctl_bin()
+        .parent()
+        .expect("binary has a parent dir")
+        .to_path_buf();
     dir.join("examples").join("demo-app")
 }
 
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{prefix}{:x}{:x}{}", std::process::id(), nanos & 0xfff, N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}{:x}{:x}{}",
+        std::process::id(),
+        nanos & 0xfff,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// One app in one environment (`test`), in its own directory, with its own proxy port.
@@ -78,13 +92,25 @@ impl App {
         let port = free_port();
         let root = dir.path();
         std::fs::create_dir_all(root.join("environments")).expect("mkdir");
-        std::fs::write(root.join("deploy.toml"), BASE_CONFIG.replace("{name}", &name).replace("{verify}", verify))
-            .expect("write deploy.toml");
-        std::fs::write(root.join("environments/test.toml"), format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n"))
-            .expect("write overlay");
-        std::fs::write(root.join("Dockerfile"), "FROM scratch\nCOPY demo-app /demo-app\nENTRYPOINT [\"/demo-app\"]\n")
-            .expect("write Dockerfile");
-        std::fs::copy(demo_bin(), root.join("demo-app")).expect("copy the demo-app binary (built by cargo test)");
+        std::fs::write(
+            root.join("deploy.toml"),
+            BASE_CONFIG
+                .replace("{name}", &name)
+                .replace("{verify}", verify),
+        )
+        .expect("write deploy.toml");
+        std::fs::write(
+            root.join("environments/test.toml"),
+            format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n"),
+        )
+        .expect("write overlay");
+        std::fs::write(
+            root.join("Dockerfile"),
+            "FROM scratch\nCOPY demo-app /demo-app\nENTRYPOINT [\"/demo-app\"]\n",
+        )
+        .expect("write Dockerfile");
+        std::fs::copy(demo_bin(), root.join("demo-app"))
+            .expect("copy the demo-app binary (built by cargo test)");
         App { name, dir, port }
     }
 
@@ -134,11 +160,15 @@ impl App {
     }
 
     pub fn container_id(&self, name: &str) -> Option<String> {
-        docker(&["inspect", "--format", "{{.Id}}", name]).ok().map(|s| s.trim().to_string())
+        docker(&["inspect", "--format", "{{.Id}}", name])
+            .ok()
+            .map(|s| s.trim().to_string())
     }
 
     pub fn container_running(&self, name: &str) -> Option<bool> {
-        docker(&["inspect", "--format", "{{.State.Running}}", name]).ok().map(|s| s.trim() == "true")
+        docker(&["inspect", "--format", "{{.State.Running}}", name])
+            .ok()
+            .map(|s| s.trim() == "true")
     }
 
     pub fn lock_exists(&self) -> bool {
@@ -154,12 +184,22 @@ impl Drop for App {
     fn drop(&mut self) {
         // Everything this app created carries its label; the names are unique to this test.
         let _ = self.command(&["remove", "--yes"], &[]).output();
-        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label=deployctl.app={}", self.name)]) {
+        if let Ok(ids) = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=deployctl.app={}", self.name),
+        ]) {
             for id in ids.split_whitespace() {
                 let _ = docker(&["rm", "-f", id]);
             }
         }
-        if let Ok(ids) = docker(&["images", "-q", "--filter", &format!("label=deployctl.app={}", self.name)]) {
+        if let Ok(ids) = docker(&[
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=deployctl.app={}", self.name),
+        ]) {
             for id in ids.split_whitespace() {
                 let _ = docker(&["rmi", "-f", id]);
             }
@@ -176,7 +216,10 @@ impl Drop for App {
 }
 
 pub fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker").args(args).output().map_err(|e| e.to_string())?;
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     } else {
@@ -202,15 +245,24 @@ impl From<Output> for Run {
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
 /// A minimal HTTP/1.1 GET with a fresh connection (`Connection: close`).
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
     parse_response(&buf).map(|(status, body, _)| (status, body))
@@ -219,7 +271,9 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
 /// (status, body, bytes consumed) of one response with Content-Length; Err when incomplete.
 fn parse_response(buf: &[u8]) -> Result<(u16, String, usize), String> {
     let text = String::from_utf8_lossy(buf);
-    let head_end = text.find("\r\n\r\n").ok_or_else(|| format!("incomplete response: {text:?}"))?;
+    let head_end = text
+        .find("\r\n\r\n")
+        .ok_or_else(|| format!("incomplete response: {text:?}"))?;
     let head = &text[..head_end];
     let status: u16 = head
         .split_whitespace()
@@ -230,14 +284,20 @@ fn parse_response(buf: &[u8]) -> Result<(u16, String, usize), String> {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
         })
         .unwrap_or(buf.len() - head_end - 4);
     let body_start = head_end + 4;
     if buf.len() < body_start + len {
         return Err("truncated body".into());
     }
-    Ok((status, String::from_utf8_lossy(&buf[body_start..body_start + len]).into_owned(), body_start + len))
+    Ok((
+        status,
+        String::from_utf8_lossy(&buf[body_start..body_start + len]).into_owned(),
+        body_start + len,
+    ))
 }
 
 /// Sends GET / at a fixed rate on keep-alive and on fresh connections until stopped, and keeps
@@ -271,7 +331,11 @@ impl Load {
                 let mut conn: Option<TcpStream> = None;
                 let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
-                    let result = if keep_alive { keep_alive_get(port, &mut conn) } else { http_get(port, "/") };
+                    let result = if keep_alive {
+                        keep_alive_get(port, &mut conn)
+                    } else {
+                        http_get(port, "/")
+                    };
                     let mut s = stats.lock().expect("stats");
                     s.sent += 1;
                     match result {
@@ -296,7 +360,11 @@ impl Load {
                 }
             }));
         }
-        Load { stop, threads, stats }
+        Load {
+            stop,
+            threads,
+            stats,
+        }
     }
 
     pub fn stop(mut self) -> LoadStats {
@@ -313,7 +381,8 @@ fn keep_alive_get(port: u16, conn: &mut Option<TcpStream>) -> Result<(u16, Strin
     for attempt in 0..2 {
         if conn.is_none() {
             let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
             *conn = Some(s);
         }
         let s = conn.as_mut().expect("connected");
@@ -321,16 +390,18 @@ fn keep_alive_get(port: u16, conn: &mut Option<TcpStream>) -> Result<(u16, Strin
         let sent = write!(s, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
-        let result = sent.map_err(|e| e.to_string()).and_then(|_| loop {
-            match s.read(&mut chunk) {
-                Ok(0) => break Err("connection closed".to_string()),
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Ok((status, body, _)) = parse_response(&buf) {
-                        break Ok((status, body));
+        let result = sent.map_err(|e| e.to_string()).and_then(|_| {
+            loop {
+                match s.read(&mut chunk) {
+                    Ok(0) => break Err("connection closed".to_string()),
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Ok((status, body, _)) = parse_response(&buf) {
+                            break Ok((status, body));
+                        }
                     }
+                    Err(e) => break Err(e.to_string()),
                 }
-                Err(e) => break Err(e.to_string()),
             }
         });
         match result {
