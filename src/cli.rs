@@ -66,6 +66,8 @@ pub enum Command {
     Remove(RemoveArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
+    /// Print the man page (roff): `deployctl man > /usr/local/share/man/man1/deployctl.1`
+    Man,
     /// The built-in proxy (runs inside its container)
     #[command(subcommand, hide = true)]
     Proxy(ProxyCommand),

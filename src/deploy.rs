@@ -495,7 +495,7 @@ async fn deploy_locked(
         .iter()
         .position(|s| matches!(s, Step::AcquireLock { .. }))
         .unwrap_or(0);
-    execute(
+    let report = execute(
         session,
         &plan,
         &observed,
@@ -503,7 +503,16 @@ async fn deploy_locked(
         started,
         &req.proxy_image,
     )
-    .await
+    .await?;
+    if !report.ok {
+        // Failed releases pile up images too; the failed one itself stays for inspection.
+        let now = session.observe().await?;
+        let images = plan::prune_images(session.loaded, &now, &req.version);
+        if !images.is_empty() {
+            prune(session, &images).await;
+        }
+    }
+    Ok(report)
 }
 
 pub async fn rollback(
@@ -954,10 +963,18 @@ async fn watch_health(
             l.push_back(p.clone());
         }
     };
+    let started = Instant::now();
     let health = host::proxy_health(session.engine, &session.names, &spec, window, &on_probe);
     let reason = tokio::select! {
         outcome = health => match outcome {
-            Ok(HealthOutcome::Healthy { .. }) => return Ok(()),
+            Ok(HealthOutcome::Healthy { .. }) if window.is_some() || session.loaded.config.health.docker_cmd.is_none() => return Ok(()),
+            Ok(HealthOutcome::Healthy { .. }) => {
+                let deadline = session.loaded.config.health.deadline.get().saturating_sub(started.elapsed());
+                match docker_healthy(session.engine, container, deadline).await {
+                    Ok(()) => return Ok(()),
+                    Err(reason) => reason,
+                }
+            }
             Ok(HealthOutcome::Unhealthy { reason, .. }) => format!("health check failed: {reason}"),
             Ok(HealthOutcome::DeadlineExceeded { .. }) => format!(
                 "not healthy within {} ({} consecutive passing checks needed)",
@@ -986,6 +1003,22 @@ async fn watch_health(
         .await
         .unwrap_or_default();
     Err(Failed { report })
+}
+
+/// Waits for Docker's own HEALTHCHECK (`health.docker_cmd`) to report healthy.
+async fn docker_healthy(engine: &dyn Engine, container: &str, within: Duration) -> Result<(), String> {
+    let give_up = Instant::now() + within;
+    loop {
+        let state = engine.inspect_container(container).await.ok().flatten().map(|i| i.state);
+        match state.as_ref().and_then(|s| s.health.as_deref()) {
+            Some("healthy") => return Ok(()),
+            Some("unhealthy") => return Err(format!("Docker reports {container} unhealthy (health.docker_cmd)")),
+            _ if Instant::now() >= give_up => {
+                return Err("Docker's health check (health.docker_cmd) did not pass within the deadline".to_string());
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// Resolves when the container stops running or restarts (a crash loop); never otherwise.

@@ -19,6 +19,8 @@ pub struct LiveRelease {
     /// Docker's status word for the container, or `missing`.
     pub state: String,
     pub started_at: Option<String>,
+    /// Seconds since the container started, when it runs.
+    pub uptime_seconds: Option<u64>,
     /// `passing`, or why the check failed.
     pub health: String,
 }
@@ -103,7 +105,14 @@ pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Stat
                 target.version
             ));
         }
+        let uptime_seconds = started_at
+            .as_deref()
+            .filter(|_| running)
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map(|d| d.as_secs());
         live = Some(LiveRelease {
+            uptime_seconds,
             version: target.version.clone(),
             color: target.color.clone(),
             container: target.container.clone(),

@@ -31,6 +31,7 @@ pub async fn run(cli: Cli, out: &Output) -> anyhow::Result<ExitCode> {
         Command::Lock(cmd) => lock::lock(g, out, cmd).await,
         Command::Remove(args) => remove::remove(g, out, args).await,
         Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
         Command::Proxy(cmd) => proxy::proxy(cmd).await,
     }
 }

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use crate::cli::Global;
 use crate::error::ExitCode;
 use crate::output::Output;
@@ -16,9 +18,8 @@ pub async fn status(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
             l.container,
             l.state,
             l.health,
-            l.started_at
-                .as_ref()
-                .map(|s| format!(", started {s}"))
+            l.uptime_seconds
+                .map(|s| format!(", up {}", humantime::format_duration(Duration::from_secs(s))))
                 .unwrap_or_default()
         )),
         None => text.push_str("  live:     nothing\n"),
