@@ -240,7 +240,7 @@ fn proxy_image_name(loaded: &Loaded) -> String {
         .proxy
         .image
         .clone()
-        .unwrap_or_else(|| "deployctl-proxy (built from this binary)".into())
+        .unwrap_or_else(|| host::self_image_name().unwrap_or_else(|_| "deployctl-proxy".into()))
 }
 
 pub async fn preview_rollback(session: &Session<'_>, to: Option<&str>) -> anyhow::Result<Plan> {
@@ -670,6 +670,8 @@ async fn execute(
                 finish(phase, &r);
                 r
             }
+            // Hooks after the outcome (post_deploy, on_rollback) run in the caller, once it is known.
+            Step::RunHook { hook, .. } if hook != "pre_deploy" => Ok(()),
             Step::RunHook {
                 hook,
                 command,
@@ -976,9 +978,15 @@ async fn watch_health(
                 }
             }
             Ok(HealthOutcome::Unhealthy { reason, .. }) => format!("health check failed: {reason}"),
-            Ok(HealthOutcome::DeadlineExceeded { .. }) => format!(
-                "not healthy within {} ({} consecutive passing checks needed)",
-                session.loaded.config.health.deadline, session.loaded.config.health.healthy_threshold
+            Ok(HealthOutcome::DeadlineExceeded { last }) => format!(
+                "not healthy within {} ({} consecutive passing checks needed){}",
+                session.loaded.config.health.deadline,
+                session.loaded.config.health.healthy_threshold,
+                last.iter()
+                    .rev()
+                    .find_map(|p| p.error.as_deref())
+                    .map(|e| format!("; last failure: {e}"))
+                    .unwrap_or_default()
             ),
             Err(e) => format!("health checks could not run: {e:#}"),
         },

@@ -222,6 +222,11 @@ pub async fn ensure_proxy_image(engine: &dyn Engine, config: &Config) -> anyhow:
     Ok(tag)
 }
 
+/// The proxy image this binary would build (without building it).
+pub fn self_image_name() -> anyhow::Result<String> {
+    self_image_tag(&std::env::current_exe()?)
+}
+
 /// Tag of the proxy image for this binary: its version plus a fingerprint of size and mtime,
 /// so a rebuilt binary gets a new image without hashing the whole file on every run.
 fn self_image_tag(exe: &Path) -> anyhow::Result<String> {

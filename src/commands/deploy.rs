@@ -76,6 +76,7 @@ fn print_plan(out: &Output, plan: &Plan) {
     text.push_str(&format!("  url:       {}\n", plan.url));
     text.push_str(&format!("  health:    {}\n", plan.health_url));
     match &plan.previous {
+        _ if plan.live_state != "known" => text.push_str("  live now:  unknown\n"),
         Some(p) => text.push_str(&format!(
             "  live now:  {} ({}, {})\n",
             p.version, p.color, p.container

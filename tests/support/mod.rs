@@ -87,6 +87,11 @@ impl App {
     }
 
     pub fn with_verify(prefix: &str, verify: &str) -> App {
+        App::with_overlay(prefix, verify, "")
+    }
+
+    /// `overlay` is appended to environments/test.toml (merged over deploy.toml).
+    pub fn with_overlay(prefix: &str, verify: &str, overlay: &str) -> App {
         let name = unique(prefix);
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
@@ -101,7 +106,7 @@ impl App {
         .expect("write deploy.toml");
         std::fs::write(
             root.join("environments/test.toml"),
-            format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n"),
+            format!("{overlay}\n[proxy]\nlisten = \"127.0.0.1:{port}\"\n"),
         )
         .expect("write overlay");
         std::fs::write(

@@ -1,0 +1,125 @@
+//! The pipeline around the swap on the real Docker Engine: hooks, the release ledger, pruning.
+
+mod support;
+
+use support::App;
+
+fn releases(app: &App) -> Vec<serde_json::Value> {
+    let run = app.run(&["releases", "--output", "json"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("releases JSON");
+    doc["releases"].as_array().cloned().unwrap_or_default()
+}
+
+fn app_images(app: &App) -> Vec<String> {
+    let out = support::docker(&[
+        "images",
+        "--format",
+        "{{.Tag}}",
+        "--filter",
+        &format!("label=deployctl.app={}", app.name),
+    ])
+    .expect("docker images");
+    let mut tags: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+    tags.sort();
+    tags
+}
+
+#[test]
+fn hooks_get_their_environment_and_no_shell_splicing() {
+    let overlay = r#"
+[hooks]
+pre_deploy = [["sh", "-c", "echo \"pre $DEPLOYCTL_APP $DEPLOYCTL_ENV $DEPLOYCTL_VERSION $DEPLOYCTL_COLOR prev=$DEPLOYCTL_PREVIOUS_VERSION\" >> hooks.log"]]
+post_deploy = [["sh", "-c", "echo \"post $DEPLOYCTL_VERSION $DEPLOYCTL_OUTCOME\" >> hooks.log"], ["echo", "$(touch pwned-argv)"], "echo $(touch pwned-line)"]
+on_failure = [["sh", "-c", "echo \"failure $DEPLOYCTL_VERSION $DEPLOYCTL_OUTCOME\" >> hooks.log"]]
+"#;
+    let app = App::with_overlay("dcthook", "0s", overlay);
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let run = app.deploy("v2", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let run = app.deploy("v3", &[("DEMO_MODE", "fail500")]);
+    assert_eq!(run.code, 1, "{run}");
+    let log = std::fs::read_to_string(app.root().join("hooks.log")).expect("hooks ran");
+    let name = &app.name;
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        [
+            format!("pre {name} test v1 blue prev="),
+            "post v1 live".to_string(),
+            format!("pre {name} test v2 green prev=v1"),
+            "post v2 live".to_string(),
+            "failure v3 failed".to_string(),
+        ]
+    );
+    assert!(!app.root().join("pwned-argv").exists(), "argv hook ran a shell");
+    assert!(!app.root().join("pwned-line").exists(), "string hook ran a shell");
+}
+
+#[test]
+fn failing_pre_deploy_hook_aborts_before_the_switch() {
+    let overlay = r#"
+[hooks]
+pre_deploy = [["sh", "-c", "test \"$DEPLOYCTL_VERSION\" != v2"]]
+"#;
+    let app = App::with_overlay("dctpre", "0s", overlay);
+    assert_eq!(app.deploy("v1", &[]).code, 0);
+    let run = app.deploy("v2", &[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains("pre_deploy failed"), "{run}");
+    assert_eq!(app.status_json()["live"]["version"], "v1");
+}
+
+#[test]
+fn ledger_and_pruning_over_seven_deploys_keep_the_last_good_release() {
+    let overlay = "[deploy]\nkeep_releases = 2\n";
+    let app = App::with_overlay("dctled", "0s", overlay);
+    let plan: [(&str, Option<&str>); 7] = [
+        ("r1", None),
+        ("r2", None),
+        ("r3", None),
+        ("r4", Some("fail500")),
+        ("r5", None),
+        ("r6", Some("refuse")),
+        ("r7", None),
+    ];
+    for (version, mode) in plan {
+        let env: Vec<(&str, &str)> = mode.map(|m| vec![("DEMO_MODE", m)]).unwrap_or_default();
+        let run = app.deploy(version, &env);
+        assert_eq!(run.code, if mode.is_some() { 1 } else { 0 }, "{version}: {run}");
+    }
+    let ledger = releases(&app);
+    let outcomes: Vec<(String, String)> = ledger
+        .iter()
+        .map(|r| (r["version"].as_str().unwrap_or("").to_string(), r["outcome"].as_str().unwrap_or("").to_string()))
+        .collect();
+    let expect = [
+        ("r1", "good"),
+        ("r2", "good"),
+        ("r3", "good"),
+        ("r4", "failed"),
+        ("r5", "good"),
+        ("r6", "failed"),
+        ("r7", "live"),
+    ];
+    assert_eq!(outcomes, expect.map(|(v, o)| (v.to_string(), o.to_string())), "{ledger:?}");
+    assert!(ledger[3]["reason"].as_str().unwrap_or("").contains("500"), "{:?}", ledger[3]);
+
+    // keep_releases = 2: the live r7 and the last good r5 stay; r6's image stays with its failed
+    // container for inspection; older ones are gone.
+    let images = app_images(&app);
+    assert!(images.contains(&"r7".to_string()) && images.contains(&"r5".to_string()), "{images:?}");
+    for gone in ["r1", "r2", "r3", "r4"] {
+        assert!(!images.contains(&gone.to_string()), "{gone} should be pruned: {images:?}");
+    }
+
+    // No argument: back to the last good release, r5.
+    let run = app.run(&["rollback"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(app.status_json()["live"]["version"], "r5");
+    let ledger = releases(&app);
+    let last = ledger.last().expect("a record");
+    assert_eq!((last["version"].as_str(), last["outcome"].as_str()), (Some("r5"), Some("live")));
+    let r7 = ledger.iter().rev().find(|r| r["version"] == "r7").expect("r7");
+    assert_eq!(r7["outcome"], "rolled_back");
+}
