@@ -14,22 +14,32 @@ pub fn config(g: &Global, out: &Output, args: ConfigArgs) -> anyhow::Result<Exit
     }
     let loaded = super::load(g, out)?;
     let effective = loaded.redacted_json();
-    let human = toml::to_string_pretty(&effective)
+    // TOML has no null: unset options are left out of the human form (the JSON keeps them).
+    let mut unset_dropped = effective.clone();
+    drop_nulls(&mut unset_dropped);
+    let human = toml::to_string_pretty(&unset_dropped)
         .unwrap_or_else(|_| serde_json::to_string_pretty(&effective).unwrap_or_default());
+    // As in error messages: `environments/x.toml`, not `./environments/x.toml`.
     let files: Vec<String> = loaded
         .files
         .iter()
+        .map(|f| f.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect::<std::path::PathBuf>())
         .map(|f| f.display().to_string())
         .collect();
-    let header = format!(
-        "# effective configuration of {} (secrets shown as ***)\n",
-        files.join(" + ")
-    );
-    out.result(
-        &format!("{header}{human}"),
-        json!({ "env": loaded.env, "files": files, "config": effective }),
-    );
+    let header = format!("# effective configuration of {} (secrets shown as ***)\n", files.join(" + "));
+    out.result(&format!("{header}{human}"), json!({ "env": loaded.env, "files": files, "config": effective }));
     Ok(ExitCode::Ok)
+}
+
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 pub async fn check(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {

@@ -20,8 +20,10 @@ pub fn init(out: &Output, args: InitArgs) -> anyhow::Result<ExitCode> {
 
 fn default_name(dir: &std::path::Path) -> String {
     let base = std::fs::canonicalize(dir)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+        // A directory init is about to create cannot be canonicalized: its own name then.
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "app".into());
     let cleaned: String = base
         .to_lowercase()
