@@ -15,6 +15,7 @@ pub mod host;
 pub mod init;
 pub mod lock;
 pub mod names;
+pub mod notify;
 pub mod output;
 pub mod plan;
 pub mod proxy;
