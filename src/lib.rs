@@ -17,6 +17,7 @@ pub mod lock;
 pub mod names;
 pub mod output;
 pub mod plan;
+pub mod prereq;
 pub mod proxy;
 pub mod redact;
 pub mod remove;
