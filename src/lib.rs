@@ -18,6 +18,7 @@ pub mod names;
 pub mod notify;
 pub mod output;
 pub mod plan;
+pub mod prereq;
 pub mod proxy;
 pub mod redact;
 pub mod remove;
