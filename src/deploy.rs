@@ -3,7 +3,7 @@
 //! Invariant: until the switch, the live release is never touched, so any failure before it only
 //! has to stop the new container. After the switch, a failure switches back first and reports after.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -256,6 +256,56 @@ pub async fn preview_rollback(session: &Session<'_>, to: Option<&str>) -> anyhow
 }
 
 pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Result<Report> {
+    let report = deploy_pipeline(session, opts).await?;
+    after_outcome(session, &report).await;
+    Ok(report)
+}
+
+/// Hooks and notifications once the outcome is known. Their failures are reported as warnings,
+/// never turned into another outcome.
+async fn after_outcome(session: &Session<'_>, report: &Report) {
+    let config = &session.loaded.config;
+    let env = session.hook_env(
+        &report.version,
+        report.previous.as_deref(),
+        &report.color,
+        &report.outcome,
+    );
+    match (report.kind.as_str(), report.ok) {
+        ("deploy", true) => {
+            run_hooks(session, "post_deploy", &config.hooks.post_deploy, &env).await
+        }
+        ("rollback", true) => {
+            run_hooks(session, "on_rollback", &config.hooks.on_rollback, &env).await
+        }
+        _ => run_hooks(session, "on_failure", &config.hooks.on_failure, &env).await,
+    }
+    if report.outcome == "rolled_back" {
+        run_hooks(session, "on_rollback", &config.hooks.on_rollback, &env).await;
+    }
+    if !config.notify.is_empty() {
+        let mut notification = crate::notify::Notification::from_report(report);
+        // Failure reasons can quote logs: secrets never leave for a chat channel.
+        notification.reason = notification
+            .reason
+            .map(|r| session.loaded.redactor.redact(&r).into_owned());
+        let phase = Phase::start(
+            session.reporter,
+            "notify",
+            format!("{} target(s)", config.notify.len()),
+        );
+        let deliveries =
+            crate::notify::send_all(&config.notify, &notification, session.reporter).await;
+        let failed = deliveries.iter().filter(|d| !d.ok).count();
+        if failed == 0 {
+            phase.ok(format!("{} sent", deliveries.len()));
+        } else {
+            phase.failed(format!("{failed} of {} failed", deliveries.len()));
+        }
+    }
+}
+
+async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Result<Report> {
     let started = Instant::now();
     let config = &session.loaded.config;
     let reporter = session.reporter;
@@ -280,6 +330,45 @@ pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Resu
         &first_plan.color,
         "",
     );
+
+    // Every prerequisite is checked and reported at once; any error stops before anything changes.
+    let phase = Phase::start(reporter, "checks", "prerequisites");
+    let process_env: BTreeMap<String, String> = std::env::vars().collect();
+    let checks = crate::prereq::run_prerequisites(session.loaded, Some(engine), &process_env).await;
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| {
+            format!(
+                "{}: {}{}",
+                c.name,
+                c.detail,
+                c.fix
+                    .as_ref()
+                    .map(|f| format!(" (fix: {f})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    for c in checks.iter().filter(|c| c.is_warning()) {
+        reporter.warn(format!("{}: {}", c.name, c.detail));
+    }
+    if !failing.is_empty() {
+        phase.failed(format!("{} failed", failing.len()));
+        let reason = format!("prerequisites failed:\n  {}", failing.join("\n  "));
+        let failure = FailureReport {
+            reason,
+            ..Default::default()
+        };
+        return Ok(failed_report(
+            session,
+            &first_plan,
+            started,
+            failure,
+            "failed",
+        ));
+    }
+    phase.ok(format!("{} passed", checks.len()));
 
     // Before the lock: tests and the build change nothing on the host that serves.
     for step in &first_plan.steps {
@@ -360,28 +449,7 @@ pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Resu
         p.lock_held = false;
         p.finished = true;
     });
-    let report = result?;
-    let hooks = if report.ok {
-        &config.hooks.post_deploy
-    } else {
-        &config.hooks.on_failure
-    };
-    let hook_name = if report.ok {
-        "post_deploy"
-    } else {
-        "on_failure"
-    };
-    let env = session.hook_env(
-        &report.version,
-        report.previous.as_deref(),
-        &report.color,
-        &report.outcome,
-    );
-    run_hooks(session, hook_name, hooks, &env).await;
-    if report.outcome == "rolled_back" {
-        run_hooks(session, "on_rollback", &config.hooks.on_rollback, &env).await;
-    }
-    Ok(report)
+    result
 }
 
 fn finish(phase: Phase<'_>, r: &Result<(), Failed>) {
@@ -567,15 +635,7 @@ pub async fn rollback(
         p.finished = true;
     });
     let report = result?;
-    if report.ok {
-        let env = session.hook_env(
-            &report.version,
-            report.previous.as_deref(),
-            &report.color,
-            "rolled_back",
-        );
-        run_hooks(session, "on_rollback", &config.hooks.on_rollback, &env).await;
-    }
+    after_outcome(session, &report).await;
     Ok(report)
 }
 
@@ -1014,15 +1074,31 @@ async fn watch_health(
 }
 
 /// Waits for Docker's own HEALTHCHECK (`health.docker_cmd`) to report healthy.
-async fn docker_healthy(engine: &dyn Engine, container: &str, within: Duration) -> Result<(), String> {
+async fn docker_healthy(
+    engine: &dyn Engine,
+    container: &str,
+    within: Duration,
+) -> Result<(), String> {
     let give_up = Instant::now() + within;
     loop {
-        let state = engine.inspect_container(container).await.ok().flatten().map(|i| i.state);
+        let state = engine
+            .inspect_container(container)
+            .await
+            .ok()
+            .flatten()
+            .map(|i| i.state);
         match state.as_ref().and_then(|s| s.health.as_deref()) {
             Some("healthy") => return Ok(()),
-            Some("unhealthy") => return Err(format!("Docker reports {container} unhealthy (health.docker_cmd)")),
+            Some("unhealthy") => {
+                return Err(format!(
+                    "Docker reports {container} unhealthy (health.docker_cmd)"
+                ));
+            }
             _ if Instant::now() >= give_up => {
-                return Err("Docker's health check (health.docker_cmd) did not pass within the deadline".to_string());
+                return Err(
+                    "Docker's health check (health.docker_cmd) did not pass within the deadline"
+                        .to_string(),
+                );
             }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }

@@ -52,8 +52,14 @@ on_failure = [["sh", "-c", "echo \"failure $DEPLOYCTL_VERSION $DEPLOYCTL_OUTCOME
             "failure v3 failed".to_string(),
         ]
     );
-    assert!(!app.root().join("pwned-argv").exists(), "argv hook ran a shell");
-    assert!(!app.root().join("pwned-line").exists(), "string hook ran a shell");
+    assert!(
+        !app.root().join("pwned-argv").exists(),
+        "argv hook ran a shell"
+    );
+    assert!(
+        !app.root().join("pwned-line").exists(),
+        "string hook ran a shell"
+    );
 }
 
 #[test]
@@ -86,12 +92,21 @@ fn ledger_and_pruning_over_seven_deploys_keep_the_last_good_release() {
     for (version, mode) in plan {
         let env: Vec<(&str, &str)> = mode.map(|m| vec![("DEMO_MODE", m)]).unwrap_or_default();
         let run = app.deploy(version, &env);
-        assert_eq!(run.code, if mode.is_some() { 1 } else { 0 }, "{version}: {run}");
+        assert_eq!(
+            run.code,
+            if mode.is_some() { 1 } else { 0 },
+            "{version}: {run}"
+        );
     }
     let ledger = releases(&app);
     let outcomes: Vec<(String, String)> = ledger
         .iter()
-        .map(|r| (r["version"].as_str().unwrap_or("").to_string(), r["outcome"].as_str().unwrap_or("").to_string()))
+        .map(|r| {
+            (
+                r["version"].as_str().unwrap_or("").to_string(),
+                r["outcome"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     let expect = [
         ("r1", "good"),
@@ -102,15 +117,29 @@ fn ledger_and_pruning_over_seven_deploys_keep_the_last_good_release() {
         ("r6", "failed"),
         ("r7", "live"),
     ];
-    assert_eq!(outcomes, expect.map(|(v, o)| (v.to_string(), o.to_string())), "{ledger:?}");
-    assert!(ledger[3]["reason"].as_str().unwrap_or("").contains("500"), "{:?}", ledger[3]);
+    assert_eq!(
+        outcomes,
+        expect.map(|(v, o)| (v.to_string(), o.to_string())),
+        "{ledger:?}"
+    );
+    assert!(
+        ledger[3]["reason"].as_str().unwrap_or("").contains("500"),
+        "{:?}",
+        ledger[3]
+    );
 
     // keep_releases = 2: the live r7 and the last good r5 stay; r6's image stays with its failed
     // container for inspection; older ones are gone.
     let images = app_images(&app);
-    assert!(images.contains(&"r7".to_string()) && images.contains(&"r5".to_string()), "{images:?}");
+    assert!(
+        images.contains(&"r7".to_string()) && images.contains(&"r5".to_string()),
+        "{images:?}"
+    );
     for gone in ["r1", "r2", "r3", "r4"] {
-        assert!(!images.contains(&gone.to_string()), "{gone} should be pruned: {images:?}");
+        assert!(
+            !images.contains(&gone.to_string()),
+            "{gone} should be pruned: {images:?}"
+        );
     }
 
     // No argument: back to the last good release, r5.
@@ -119,7 +148,122 @@ fn ledger_and_pruning_over_seven_deploys_keep_the_last_good_release() {
     assert_eq!(app.status_json()["live"]["version"], "r5");
     let ledger = releases(&app);
     let last = ledger.last().expect("a record");
-    assert_eq!((last["version"].as_str(), last["outcome"].as_str()), (Some("r5"), Some("live")));
-    let r7 = ledger.iter().rev().find(|r| r["version"] == "r7").expect("r7");
+    assert_eq!(
+        (last["version"].as_str(), last["outcome"].as_str()),
+        (Some("r5"), Some("live"))
+    );
+    let r7 = ledger
+        .iter()
+        .rev()
+        .find(|r| r["version"] == "r7")
+        .expect("r7");
     assert_eq!(r7["outcome"], "rolled_back");
+}
+
+/// A webhook receiver on loopback: answers each POST with `status` (or never, when None) and
+/// keeps the bodies.
+fn webhook_server(status: Option<u16>) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let keep = keep.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0u8; len];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                keep.lock()
+                    .expect("bodies")
+                    .push(String::from_utf8_lossy(&body).into_owned());
+                match status {
+                    Some(code) => {
+                        let mut s = reader.into_inner();
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                    None => std::thread::sleep(std::time::Duration::from_secs(30)),
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+#[test]
+fn webhooks_are_sent_and_a_failing_webhook_does_not_fail_the_deploy() {
+    let (ok_port, ok_bodies) = webhook_server(Some(200));
+    let (bad_port, bad_bodies) = webhook_server(Some(500));
+    let (hang_port, _) = webhook_server(None);
+    let overlay = format!(
+        r#"
+[[notify]]
+kind = "webhook"
+url = "http://127.0.0.1:{ok_port}/hook/T0KEN-in-url-123"
+
+[[notify]]
+kind = "webhook"
+url = "http://127.0.0.1:{bad_port}/hook"
+on = ["success"]
+timeout = "300ms"
+
+[[notify]]
+kind = "slack"
+url = "http://127.0.0.1:{hang_port}/slack"
+on = ["success"]
+timeout = "300ms"
+"#
+    );
+    let app = App::with_overlay("dctntf", "0s", &overlay);
+    let run = app.deploy("v1", &[]);
+    assert_eq!(
+        run.code, 0,
+        "a failing webhook never fails the deploy: {run}"
+    );
+    assert!(
+        run.stderr.contains("notification failed"),
+        "the failure is reported: {run}"
+    );
+    assert!(
+        !run.stderr.contains("T0KEN") && !run.stdout.contains("T0KEN"),
+        "URLs are secret: {run}"
+    );
+    let run = app.deploy("v2", &[("DEMO_MODE", "fail500")]);
+    assert_eq!(run.code, 1, "{run}");
+
+    let bodies = ok_bodies.lock().expect("bodies").clone();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let first: serde_json::Value = serde_json::from_str(&bodies[0]).expect("JSON payload");
+    assert_eq!(first["event"], "success");
+    assert_eq!(first["app"], app.name.as_str());
+    assert_eq!(first["env"], "test");
+    assert_eq!(first["version"], "v1");
+    assert_eq!(first["outcome"], "live");
+    assert_eq!(first["url"], format!("http://127.0.0.1:{}", app.port));
+    let second: serde_json::Value = serde_json::from_str(&bodies[1]).expect("JSON payload");
+    assert_eq!(second["event"], "failure");
+    assert_eq!(second["version"], "v2");
+    assert_eq!(second["previous"], "v1");
+    assert_eq!(second["outcome"], "failed");
+    // The 500 webhook only wants successes: 3 attempts for v1, none for v2.
+    assert_eq!(bad_bodies.lock().expect("bodies").len(), 3);
 }

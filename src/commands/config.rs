@@ -23,11 +23,21 @@ pub fn config(g: &Global, out: &Output, args: ConfigArgs) -> anyhow::Result<Exit
     let files: Vec<String> = loaded
         .files
         .iter()
-        .map(|f| f.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect::<std::path::PathBuf>())
+        .map(|f| {
+            f.components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect::<std::path::PathBuf>()
+        })
         .map(|f| f.display().to_string())
         .collect();
-    let header = format!("# effective configuration of {} (secrets shown as ***)\n", files.join(" + "));
-    out.result(&format!("{header}{human}"), json!({ "env": loaded.env, "files": files, "config": effective }));
+    let header = format!(
+        "# effective configuration of {} (secrets shown as ***)\n",
+        files.join(" + ")
+    );
+    out.result(
+        &format!("{header}{human}"),
+        json!({ "env": loaded.env, "files": files, "config": effective }),
+    );
     Ok(ExitCode::Ok)
 }
 
@@ -46,14 +56,7 @@ pub async fn check(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
     let engine = super::connect(&loaded).await.ok();
     let checks = run_checks(&loaded, engine.as_ref().map(|e| e as &dyn Engine)).await;
-    let mut text = String::new();
-    for c in &checks {
-        let mark = if c.ok { "ok  " } else { "FAIL" };
-        text.push_str(&format!("{mark}  {:<10} {}\n", c.name, c.detail));
-        if let Some(fix) = c.fix.as_ref().filter(|_| !c.ok) {
-            text.push_str(&format!("      {:<10} fix: {fix}\n", ""));
-        }
-    }
+    let text = crate::check::render_text(&checks);
     let ok = checks.iter().all(|c| c.ok);
     out.result(&text, json!({ "ok": ok, "checks": checks }));
     Ok(if ok {

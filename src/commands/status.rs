@@ -19,7 +19,10 @@ pub async fn status(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
             l.state,
             l.health,
             l.uptime_seconds
-                .map(|s| format!(", up {}", humantime::format_duration(Duration::from_secs(s))))
+                .map(|s| format!(
+                    ", up {}",
+                    humantime::format_duration(Duration::from_secs(s))
+                ))
                 .unwrap_or_default()
         )),
         None => text.push_str("  live:     nothing\n"),

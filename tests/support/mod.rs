@@ -116,6 +116,39 @@ impl App {
         .expect("write Dockerfile");
         std::fs::copy(demo_bin(), root.join("demo-app"))
             .expect("copy the demo-app binary (built by cargo test)");
+        // A real repository: deploys check that the tree is clean.
+        std::fs::write(root.join(".gitignore"), "*.log\npwned*\n").expect("write .gitignore");
+        for args in [
+            &["init", "-q", "-b", "main"][..],
+            &[
+                "-c",
+                "user.name=deployctl tests",
+                "-c",
+                "user.email=tests@deployctl.invalid",
+                "add",
+                "-A",
+            ],
+            &[
+                "-c",
+                "user.name=deployctl tests",
+                "-c",
+                "user.email=tests@deployctl.invalid",
+                "commit",
+                "-qm",
+                "app",
+            ],
+        ] {
+            let ok = Command::new("git")
+                .args(args)
+                .current_dir(root)
+                .status()
+                .map(|s| s.success());
+            assert!(
+                matches!(ok, Ok(true)),
+                "git {args:?} failed in {}",
+                root.display()
+            );
+        }
         App { name, dir, port }
     }
 
