@@ -8,8 +8,10 @@
 //!   stdout for the result (`--output json` stays one clean document).
 //! - Print [`mask_lines`] first, before anything else, and NOT through the redactor (it would
 //!   turn `::add-mask::s3cret` into `::add-mask::***`, which masks nothing).
-//! - Commands are stopped between [`Gha::stop_commands`] and [`Gha::resume_commands`]: resume
-//!   before printing `::endgroup::` or an annotation.
+//! - Streamed untrusted output (build, hooks, container logs) goes between
+//!   [`Gha::before_untrusted`] and [`Gha::after_untrusted`], so that a line such as
+//!   `::add-mask::` or `::endgroup::` in it is not obeyed. Call `after_untrusted` before printing
+//!   any command of our own (`::endgroup::`, annotations).
 //!
 //! Single commands are returned without a trailing newline; functions that return several lines
 //! ([`mask_lines`], [`config_error_annotations`]) end every line with `\n`.
@@ -18,6 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::deploy::Report;
 use crate::error::ConfigErrors;
@@ -31,7 +34,7 @@ const MAX_REASON_CHARS: usize = 10_000;
 
 /// The runner's environment: where the step summary and outputs go, and this run's token for
 /// suspending command processing around untrusted output.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Gha {
     /// `$GITHUB_STEP_SUMMARY`, when set and not empty.
     pub step_summary: Option<PathBuf>,
@@ -39,6 +42,8 @@ pub struct Gha {
     pub output: Option<PathBuf>,
     /// Random, so that streamed output cannot guess it and resume command processing itself.
     stop_token: String,
+    /// Whether the runner is currently ignoring commands (after `before_untrusted`).
+    stopped: AtomicBool,
 }
 
 impl Gha {
@@ -52,6 +57,7 @@ impl Gha {
             step_summary: path("GITHUB_STEP_SUMMARY"),
             output: path("GITHUB_OUTPUT"),
             stop_token: random_token(),
+            stopped: AtomicBool::new(false),
         })
     }
 
@@ -71,6 +77,20 @@ impl Gha {
     /// `::<token>::`: print after the untrusted output, before any further command.
     pub fn resume_commands(&self) -> String {
         resume_commands(&self.stop_token)
+    }
+
+    /// What to print before a line of untrusted output: `::stop-commands::TOKEN` when commands
+    /// are still processed, else nothing.
+    pub fn before_untrusted(&self) -> Option<String> {
+        (!self.stopped.swap(true, Ordering::SeqCst)).then(|| self.stop_commands())
+    }
+
+    /// What to print after untrusted output, before a command of our own: `::TOKEN::` when
+    /// commands are stopped, else nothing.
+    pub fn after_untrusted(&self) -> Option<String> {
+        self.stopped
+            .swap(false, Ordering::SeqCst)
+            .then(|| self.resume_commands())
     }
 
     /// Appends `summary` to the step summary file, if the runner gave one.
@@ -178,8 +198,9 @@ pub fn error_message(message: &str) -> String {
     format!("::error::{}", escape_data(message))
 }
 
-/// One annotation per configuration error, pointing at its file, line and column.
-pub fn config_error_annotations(errors: &ConfigErrors) -> String {
+/// One annotation per configuration error, pointing at its file, line and column; every string
+/// passes through `redact` first.
+pub fn config_error_annotations(errors: &ConfigErrors, redact: impl Fn(&str) -> String) -> String {
     let mut out = String::new();
     for e in &errors.0 {
         let mut message = if e.key.is_empty() {
@@ -190,7 +211,12 @@ pub fn config_error_annotations(errors: &ConfigErrors) -> String {
         if let Some(hint) = &e.hint {
             let _ = write!(message, "\nhint: {hint}");
         }
-        out.push_str(&error_annotation(&e.file, e.line, e.col, &message));
+        out.push_str(&error_annotation(
+            &redact(&e.file),
+            e.line,
+            e.col,
+            &redact(&message),
+        ));
         out.push('\n');
     }
     out

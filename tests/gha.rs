@@ -183,7 +183,7 @@ fn config_errors_become_one_annotation_each() {
             hint: None,
         },
     ]);
-    let out = gha::config_error_annotations(&errors);
+    let out = gha::config_error_annotations(&errors, identity);
     assert_eq!(
         lines(&out),
         [
@@ -192,7 +192,28 @@ fn config_errors_become_one_annotation_each() {
         ]
     );
     assert!(out.ends_with('\n'));
-    assert_eq!(gha::config_error_annotations(&ConfigErrors(vec![])), "");
+    assert_eq!(
+        gha::config_error_annotations(&ConfigErrors(vec![]), identity),
+        ""
+    );
+}
+
+#[test]
+fn config_error_annotations_are_redacted() {
+    let mut r = Redactor::new();
+    r.add("hunter22");
+    let errors = ConfigErrors(vec![ConfigError {
+        file: "deploy.toml".into(),
+        line: 2,
+        col: 9,
+        key: "app.env.TOKEN".into(),
+        message: "`hunter22` is not a number".into(),
+        hint: Some("hunter22 again".into()),
+    }]);
+    assert_eq!(
+        gha::config_error_annotations(&errors, |s| r.redact(s).into_owned()),
+        "::error file=deploy.toml,line=2,col=9::`app.env.TOKEN`: `***` is not a number%0Ahint: *** again\n"
+    );
 }
 
 #[test]
@@ -261,6 +282,23 @@ fn stop_and_resume_commands() {
     // Each run has its own token.
     let other = Gha::from_env(&env(&[("GITHUB_ACTIONS", "true")])).expect("on Actions");
     assert_ne!(other.stop_commands(), stop);
+}
+
+#[test]
+fn untrusted_output_is_fenced_once() {
+    let g = Gha::from_env(&env(&[("GITHUB_ACTIONS", "true")])).expect("on Actions");
+    // Nothing to resume before anything was stopped.
+    assert_eq!(g.after_untrusted(), None);
+    let stop = g
+        .before_untrusted()
+        .expect("first untrusted line stops commands");
+    assert_eq!(stop, g.stop_commands());
+    // Further lines of the same stream need no second stop.
+    assert_eq!(g.before_untrusted(), None);
+    assert_eq!(g.after_untrusted(), Some(g.resume_commands()));
+    assert_eq!(g.after_untrusted(), None);
+    // The next stream stops again, with the same token.
+    assert_eq!(g.before_untrusted(), Some(stop));
 }
 
 #[test]
