@@ -10,6 +10,7 @@ pub mod config;
 pub mod deploy;
 pub mod engine;
 pub mod error;
+pub mod gha;
 pub mod health;
 pub mod host;
 pub mod init;
