@@ -504,7 +504,12 @@ EOF
     cmd_wall=$(ms_between "$t0" "$t1")
     row 4 "rollback: command start → b1 serving" "$serving ms" "< 1000 ms" "$(judge "$serving" "<" 1000)"
     row 4 "rollback: command wall time" "$cmd_wall ms" "< 1000 ms" "$(judge "$cmd_wall" "<" 1000)"
-    row 4 "rollback split" "start $(phase_ms "$WORK/rollback.json" start) ms, health $(phase_ms "$WORK/rollback.json" health) ms, switch $(phase_ms "$WORK/rollback.json" switch) ms" "—" "—"
+    local rb="$WORK/rollback.json" rb_start rb_health rb_switch
+    rb_start=$(phase_ms "$rb" start)
+    rb_health=$(phase_ms "$rb" health)
+    rb_switch=$(phase_ms "$rb" switch)
+    row 4 "rollback split" "start $rb_start ms, health $rb_health ms, switch $rb_switch ms, other $(awk -v w="$cmd_wall" -v a="$rb_start" -v b="$rb_health" -v c="$rb_switch" 'BEGIN { printf "%.0f", w - a - b - c }') ms" "—" "—"
+    DETAILS+=("rollback, every phase (ms): $(jq -r '[.events[]? | select(.event == "phase_finished") | "\(.phase) \(.elapsed)"] | join(", ")' "$rb")")
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -568,7 +573,8 @@ note "On a 2-core machine wrk, the proxy and the app compete for the same CPUs i
 note "The demo app answers GET / in microseconds, so in 1 and 1b the proxy's per-request work is compared with an app that does almost nothing: the ratio is a worst case; with an app that spends real time per request the proxy's share shrinks."
 note "wrk: $WRK_THREADS threads, $WRK_CONNS connections, $WRK_DURATION per measured run after a $WRK_WARMUP warm-up of each URL; keep-alive GET / of the demo app (a ~40-byte body)."
 note "Section 3 switches between two demo apps on the host through the control socket; swap_ms includes the proxy's one health probe of the new target. The wall time is the whole \`deployctl proxy switch\` process (start, connect, probe, swap, drain of an idle target, print)."
-note "Section 4 uses the real Docker Engine with a FROM scratch image of the demo app, health gating as in the repository's deploy.toml (interval 250ms, 2 consecutive passes) and verify.window 0s. A rollback restarts the stopped previous container and health-gates it before the switch, so its time is bounded below by the health interval. The poller GETs / every 10 ms with curl, so 'b1 serving' is accurate to ~10-20 ms. 'other' in a deploy split = wall time − build − start − health − switch − verify (Docker connection, lock, proxy check, ledger records, stopping the old release, process start)."
+note "Section 4 uses the real Docker Engine with a FROM scratch image of the demo app, health gating as in the repository's deploy.toml (interval 250ms, 2 consecutive passes) and verify.window 0s. A rollback restarts the stopped previous container and health-gates it before the switch, so its time is bounded below by the health interval. The poller GETs / every 10 ms with curl, so 'b1 serving' is accurate to ~10-20 ms. 'other' in a deploy split = wall time − build − start − health − switch − verify (Docker connection, lock, proxy check, ledger records, stopping the old release, process start). In the first deploy, 'other' also holds building the proxy image out of the deployctl binary, which deployctl does outside any reported phase; the Details list every phase it reports."
+note "A negative 'added p99' means the direct run had the longer tail (the demo app runs one thread per connection, and with 32 connections on a busy CPU its tail is set by the scheduler); it is reported as measured."
 note "Load average (1, 5, 15 min) at the start of the benchmarks: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg). Above $(nproc), other work was competing for the CPUs and the figures are noisier than on an idle machine."
 
 {
