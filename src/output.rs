@@ -65,6 +65,8 @@ pub struct Output {
     spinner: Mutex<Option<ProgressBar>>,
     /// Events kept for the JSON document.
     events: Mutex<Vec<Value>>,
+    /// Set when running as a GitHub Actions step: masks, groups, annotations, summary, outputs.
+    gha: Option<crate::gha::Gha>,
 }
 
 impl Output {
@@ -86,6 +88,38 @@ impl Output {
             interactive: stderr_tty && format == Format::Human && !quiet,
             spinner: Mutex::new(None),
             events: Mutex::new(Vec::new()),
+            gha: crate::gha::Gha::from_process_env(),
+        }
+    }
+
+    /// Called as soon as the secrets of the run are known. In GitHub Actions every line of every
+    /// secret is masked before anything else is printed (unredacted, or the mask would be `***`).
+    pub fn secrets_known(&self, redactor: &Redactor) {
+        set_redactor(redactor.clone());
+        if self.gha.is_some() && !redactor.is_empty() {
+            let masks = crate::gha::mask_lines(redactor.secrets());
+            let _ = write!(std::io::stderr(), "{masks}");
+        }
+    }
+
+    /// A workflow command of our own (groups, annotations): after any untrusted output is fenced off.
+    fn gha_command(&self, command: &str) {
+        if let Some(gha) = &self.gha {
+            if let Some(resume) = gha.after_untrusted() {
+                let _ = writeln!(std::io::stderr(), "{resume}");
+            }
+            let _ = writeln!(std::io::stderr(), "{}", command.trim_end());
+        }
+    }
+
+    /// The end of a deploy or rollback in GitHub Actions: step summary and step outputs.
+    pub fn publish_report(&self, report: &crate::deploy::Report) {
+        if let Some(gha) = &self.gha
+            && let Err(e) = gha.publish_report(report, redact)
+        {
+            self.warn(&format!(
+                "could not write the GitHub step summary or outputs: {e}"
+            ));
         }
     }
 
@@ -186,6 +220,11 @@ impl Output {
             Some(Error::Config(errs)) => Some(errs),
             _ => e.downcast_ref::<ConfigErrors>(),
         });
+        if let Some(errs) = config_errors {
+            self.gha_command(&crate::gha::config_error_annotations(errs, redact));
+        } else if self.gha.is_some() {
+            self.gha_command(&crate::gha::error_message(&redact(&format!("{err:#}"))));
+        }
         match self.format {
             Format::Human => {
                 let text = match config_errors {
@@ -239,6 +278,7 @@ impl Reporter for Output {
                 } else {
                     format!("{phase}: {detail}")
                 };
+                self.gha_command(&crate::gha::group_start(&redact(&msg)));
                 if self.interactive {
                     self.set_spinner(Some(msg));
                 } else if !self.quiet {
@@ -253,6 +293,7 @@ impl Reporter for Output {
             } => {
                 self.set_spinner(None);
                 if self.quiet && ok {
+                    self.gha_command(&crate::gha::group_end());
                     return;
                 }
                 let mark = if ok {
@@ -269,6 +310,7 @@ impl Reporter for Output {
                     "{mark} {phase} {}{detail}",
                     style(format!("({:.1}s)", elapsed.as_secs_f64())).dim()
                 ));
+                self.gha_command(&crate::gha::group_end());
             }
             Event::Info { message } => {
                 if !self.quiet {
@@ -279,6 +321,10 @@ impl Reporter for Output {
                 self.stderr_line(&format!("{} {message}", style("warning:").yellow().bold()));
             }
             Event::Line { source, line } => {
+                // Build and test output is untrusted: it must not be able to issue workflow commands.
+                if let Some(stop) = self.gha.as_ref().and_then(|g| g.before_untrusted()) {
+                    let _ = writeln!(std::io::stderr(), "{stop}");
+                }
                 if self.verbose > 0 || !self.interactive && !self.quiet {
                     self.stderr_line(&format!("  {} {line}", style(format!("[{source}]")).dim()));
                 } else {

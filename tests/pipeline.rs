@@ -267,3 +267,74 @@ timeout = "300ms"
     // The 500 webhook only wants successes: 3 attempts for v1, none for v2.
     assert_eq!(bad_bodies.lock().expect("bodies").len(), 3);
 }
+
+#[test]
+fn github_actions_mode_masks_groups_and_writes_summary_and_outputs() {
+    const CANARY: &str = "canary-T0KEN-5ecret-9876";
+    let overlay =
+        "[prerequisites]\nenv_file = \".env\"\n\n[app.env]\nAPI_TOKEN = \"${API_TOKEN}\"\n";
+    let app = App::with_overlay("dctgha", "0s", overlay);
+    let env_file = app.root().join(".env");
+    std::fs::write(&env_file, format!("API_TOKEN={CANARY}\n")).expect("write .env");
+    std::fs::set_permissions(
+        &env_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let summary = app.root().join("summary.log");
+    let outputs = app.root().join("outputs.log");
+    let gha_env = [
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_STEP_SUMMARY", summary.to_str().expect("utf-8 path")),
+        ("GITHUB_OUTPUT", outputs.to_str().expect("utf-8 path")),
+    ];
+    let run = app.deploy("v1", &gha_env);
+    assert_eq!(run.code, 0, "{run}");
+
+    // Masks first, before anything else is printed; the secret appears nowhere else.
+    let first = run.stderr.lines().next().unwrap_or("");
+    assert_eq!(first, format!("::add-mask::{CANARY}"), "{run}");
+    for (i, line) in run.stderr.lines().enumerate() {
+        assert!(
+            i == 0 || !line.contains(CANARY),
+            "secret on stderr line {i}: {line}"
+        );
+    }
+    assert!(!run.stdout.contains(CANARY));
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("::group::build")),
+        "{run}"
+    );
+    let groups = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("::group::"))
+        .count();
+    let ends = run.stderr.lines().filter(|l| *l == "::endgroup::").count();
+    assert_eq!(groups, ends, "balanced groups: {run}");
+    // Build output is fenced off so it cannot issue workflow commands.
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("::stop-commands::")),
+        "{run}"
+    );
+
+    let out = std::fs::read_to_string(&outputs).expect("outputs written");
+    let mut values = std::collections::BTreeMap::new();
+    let mut lines = out.lines();
+    while let Some(line) = lines.next() {
+        let (name, delim) = line.split_once("<<").expect("heredoc form");
+        let value: Vec<&str> = lines.by_ref().take_while(|l| *l != delim).collect();
+        values.insert(name.to_string(), value.join("\n"));
+    }
+    assert_eq!(values["version"], "v1");
+    assert_eq!(values["color"], "blue");
+    assert_eq!(values["url"], format!("http://127.0.0.1:{}", app.port));
+    assert_eq!(values["previous"], "");
+    let md = std::fs::read_to_string(&summary).expect("summary written");
+    assert!(md.contains("v1") && md.contains(&app.name), "{md}");
+    for file in [&md, &out] {
+        assert!(!file.contains(CANARY));
+    }
+}

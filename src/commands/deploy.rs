@@ -124,6 +124,7 @@ fn print_report(out: &Output, report: &Report) -> ExitCode {
             report.kind, report.version, report.app, report.env
         )
     };
+    out.publish_report(report);
     out.result(&text, serde_json::to_value(report).unwrap_or_default());
     if report.ok {
         ExitCode::Ok

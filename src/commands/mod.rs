@@ -65,7 +65,7 @@ pub fn load(g: &Global, out: &Output) -> anyhow::Result<Loaded> {
         env,
         process_env,
     })?;
-    crate::output::set_redactor(loaded.redactor.clone());
+    out.secrets_known(&loaded.redactor);
     for w in &loaded.warnings {
         out.warn(w);
     }

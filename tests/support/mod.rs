@@ -117,7 +117,7 @@ impl App {
         std::fs::copy(demo_bin(), root.join("demo-app"))
             .expect("copy the demo-app binary (built by cargo test)");
         // A real repository: deploys check that the tree is clean.
-        std::fs::write(root.join(".gitignore"), "*.log\npwned*\n").expect("write .gitignore");
+        std::fs::write(root.join(".gitignore"), "*.log\npwned*\n.env\n").expect("write .gitignore");
         for args in [
             &["init", "-q", "-b", "main"][..],
             &[
