@@ -667,6 +667,7 @@ async fn execute(
         finished_at: None,
         duration_ms: None,
         outcome: Outcome::InProgress,
+        tests_skipped: plan.tests_skipped,
         reason: if plan.kind == "rollback" {
             Some("rollback".into())
         } else {

@@ -337,6 +337,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// What runs if the deploy fails.
     pub on_failure: Vec<Step>,
+    /// `--skip-tests`: recorded in the ledger.
+    pub tests_skipped: bool,
 }
 
 /// Inputs of a deploy that do not come from the config.
@@ -509,6 +511,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         live_state: live_state(observed),
         steps,
         on_failure,
+        tests_skipped: req.skip_tests && !loaded.config.test.commands.is_empty(),
     }
 }
 
@@ -769,5 +772,6 @@ pub fn plan_rollback(
         live_state: live_state(observed),
         steps,
         on_failure: vec![Step::ReleaseLock { lock: names.lock() }],
+        tests_skipped: false,
     })
 }

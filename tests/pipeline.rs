@@ -338,3 +338,73 @@ fn github_actions_mode_masks_groups_and_writes_summary_and_outputs() {
         assert!(!file.contains(CANARY));
     }
 }
+
+fn docker_ids(args: &[&str]) -> String {
+    support::docker(args)
+        .expect("docker")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn failing_tests_and_failing_builds_change_nothing() {
+    let overlay = r#"
+[test]
+commands = [["sh", "-c", "echo running the suite; test \"$RUN_TESTS_FAIL\" != 1 || { echo 'assertion failed: 1 == 2' >&2; exit 7; }"]]
+timeout = "20s"
+"#;
+    let app = App::with_overlay("dctbld", "0s", overlay);
+    assert_eq!(app.deploy("v1", &[]).code, 0);
+    let filter = format!("label=deployctl.app={}", app.name);
+    let before = (
+        docker_ids(&["ps", "-aq", "--no-trunc", "--filter", &filter]),
+        docker_ids(&["images", "-q", "--no-trunc", "--filter", &filter]),
+    );
+
+    // A failing test command stops before the build: exit 1, its exit code and last lines shown.
+    let run = app.deploy("v2", &[("RUN_TESTS_FAIL", "1")]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains("exited with code 7"), "{run}");
+    assert!(run.stdout.contains("assertion failed: 1 == 2"), "{run}");
+    assert!(
+        !run.stderr.contains("==> build"),
+        "no build after a failed test: {run}"
+    );
+
+    // A build failure: nothing changes, no lock held.
+    std::fs::write(
+        app.root().join("Dockerfile"),
+        "FROM scratch\nCOPY missing-file /x\n",
+    )
+    .expect("break the Dockerfile");
+    app.commit("break the build");
+    let run = app.run(&["deploy", "--version", "v3", "--skip-tests"], &[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stdout.to_lowercase().contains("missing-file"),
+        "the daemon's message: {run}"
+    );
+    let after = (
+        docker_ids(&["ps", "-aq", "--no-trunc", "--filter", &filter]),
+        docker_ids(&["images", "-q", "--no-trunc", "--filter", &filter]),
+    );
+    assert_eq!(before, after, "containers and images as they were");
+    assert!(!app.lock_exists());
+    assert_eq!(app.status_json()["live"]["version"], "v1");
+
+    // --skip-tests is recorded in the ledger.
+    std::fs::write(
+        app.root().join("Dockerfile"),
+        "FROM scratch\nCOPY demo-app /demo-app\nENTRYPOINT [\"/demo-app\"]\n",
+    )
+    .expect("restore");
+    app.commit("fix the build");
+    let run = app.run(&["deploy", "--version", "v4", "--skip-tests"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let last = releases(&app).last().cloned().expect("a record");
+    assert_eq!(
+        (last["version"].as_str(), last["tests_skipped"].as_bool()),
+        (Some("v4"), Some(true))
+    );
+}

@@ -272,6 +272,7 @@ fn record(id: &str, outcome: Outcome) -> ReleaseRecord {
         duration_ms: None,
         outcome,
         reason: None,
+        tests_skipped: false,
     }
 }
 

@@ -67,6 +67,11 @@ pub async fn releases(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|x| format!(" / {}", x.lines().next().unwrap_or("")))
                 .unwrap_or_default()
+                + if r.tests_skipped {
+                    " (tests skipped)"
+                } else {
+                    ""
+                }
         ));
     }
     if releases.is_empty() {

@@ -101,6 +101,9 @@ pub struct ReleaseRecord {
     pub outcome: Outcome,
     #[serde(default)]
     pub reason: Option<String>,
+    /// Deployed with `--skip-tests`.
+    #[serde(default)]
+    pub tests_skipped: bool,
 }
 
 /// One request on the control socket (one JSON line).

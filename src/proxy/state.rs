@@ -170,6 +170,7 @@ mod tests {
             duration_ms: None,
             outcome,
             reason: None,
+            tests_skipped: false,
         }
     }
 

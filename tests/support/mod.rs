@@ -152,6 +152,29 @@ impl App {
         App { name, dir, port }
     }
 
+    /// Commits every change in the app's repository (deploys require a clean tree).
+    pub fn commit(&self, message: &str) {
+        for args in [
+            &["add", "-A"][..],
+            &[
+                "-c",
+                "user.name=deployctl tests",
+                "-c",
+                "user.email=tests@deployctl.invalid",
+                "commit",
+                "-qm",
+                message,
+            ],
+        ] {
+            let ok = Command::new("git")
+                .args(args)
+                .current_dir(self.root())
+                .status()
+                .map(|s| s.success());
+            assert!(matches!(ok, Ok(true)), "git {args:?} failed");
+        }
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
