@@ -316,7 +316,7 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
     phase.ok(format!("{} (API {})", info.host, info.api_version));
 
     let observed = session.observe().await?;
-    let proxy_image = host::ensure_proxy_image(engine, config).await?;
+    let proxy_image = proxy_image(session).await?;
     let req = DeployRequest {
         version: version.clone(),
         image: opts.image.clone(),
@@ -450,6 +450,14 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
         p.finished = true;
     });
     result
+}
+
+/// The proxy image, built once per deployctl binary (the first deploy with a new binary pays for it).
+async fn proxy_image(session: &Session<'_>) -> anyhow::Result<String> {
+    let phase = Phase::start(session.reporter, "proxy image", "");
+    let image = host::ensure_proxy_image(session.engine, &session.loaded.config).await?;
+    phase.ok(image.clone());
+    Ok(image)
 }
 
 fn finish(phase: Phase<'_>, r: &Result<(), Failed>) {
@@ -592,7 +600,7 @@ pub async fn rollback(
     let config = &session.loaded.config;
     let engine = session.engine;
     engine.ping().await.map_err(engine_err)?;
-    let proxy_image = host::ensure_proxy_image(engine, config).await?;
+    let proxy_image = proxy_image(session).await?;
     let phase = Phase::start(session.reporter, "lock", session.names.lock());
     let reason = format!(
         "rollback{}",

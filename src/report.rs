@@ -71,6 +71,7 @@ pub struct Phase<'a> {
     reporter: &'a dyn Reporter,
     name: String,
     started: std::time::Instant,
+    finished: bool,
 }
 
 impl<'a> Phase<'a> {
@@ -83,6 +84,7 @@ impl<'a> Phase<'a> {
             reporter,
             name: name.into(),
             started: std::time::Instant::now(),
+            finished: false,
         }
     }
     pub fn ok(self, detail: impl Into<String>) {
@@ -91,13 +93,27 @@ impl<'a> Phase<'a> {
     pub fn failed(self, detail: impl Into<String>) {
         self.finish(false, detail.into());
     }
-    fn finish(self, ok: bool, detail: String) {
+    fn finish(mut self, ok: bool, detail: String) {
+        self.report(ok, detail);
+    }
+
+    fn report(&mut self, ok: bool, detail: String) {
+        self.finished = true;
         self.reporter.event(Event::PhaseFinished {
             phase: self.name.clone(),
             ok,
             elapsed: self.started.elapsed(),
             detail,
         });
+    }
+}
+
+/// A phase left by an early return (`?`) still ends, as failed: every start has its finish.
+impl Drop for Phase<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.report(false, String::new());
+        }
     }
 }
 
