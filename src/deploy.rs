@@ -206,6 +206,17 @@ impl<'a> Session<'a> {
     pub async fn observe(&self) -> anyhow::Result<Observed> {
         host::observe(self.engine, &self.names).await
     }
+
+    /// Observes after starting a stopped proxy: only a running proxy can tell which release is
+    /// live (its state file restores the route), and planning without that would pick the wrong colour.
+    async fn observe_started(&self, proxy_image: &str) -> anyhow::Result<Observed> {
+        let observed = self.observe().await?;
+        if observed.proxy.as_ref().is_some_and(|p| !p.running) {
+            host::ensure_proxy(self.engine, self.loaded, &self.names, proxy_image).await?;
+            return self.observe().await;
+        }
+        Ok(observed)
+    }
 }
 
 /// The plan `deploy` would follow. Docker being unreachable (`engine` None or failing) is not an
@@ -564,7 +575,7 @@ async fn deploy_locked(
     started: Instant,
 ) -> anyhow::Result<Report> {
     // Someone may have deployed between our first look and the lock: plan again from what is there now.
-    let observed = session.observe().await?;
+    let observed = session.observe_started(&req.proxy_image).await?;
     let plan = plan::plan_deploy(session.loaded, req, &observed);
     let lock_at = plan
         .steps
@@ -619,7 +630,7 @@ pub async fn rollback(
     session.progress(|p| p.lock_held = true);
     phase.ok("");
     let result = async {
-        let observed = session.observe().await?;
+        let observed = session.observe_started(&proxy_image).await?;
         let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image)
             .map_err(Error::DeployFailed)?;
         execute(

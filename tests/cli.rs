@@ -121,7 +121,10 @@ fn settings(tmp: Option<&Path>) -> insta::Settings {
     // Phase timings, `(0.3s)`; not durations from the config such as `(30s)`.
     s.add_filter(r"\(\d+\.\ds\)", "([ELAPSED])");
     // The proxy image tag carries a fingerprint of the deployctl binary.
-    s.add_filter(r"deployctl-proxy:\d+\.\d+\.\d+-[0-9a-f]{12}", "deployctl-proxy:[VERSION]-[BINARY]");
+    s.add_filter(
+        r"deployctl-proxy:\d+\.\d+\.\d+-[0-9a-f]{12}",
+        "deployctl-proxy:[VERSION]-[BINARY]",
+    );
     s
 }
 

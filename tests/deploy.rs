@@ -301,6 +301,15 @@ fn proxy_restart_restores_the_route() {
             == Some("v1")),
         "route restored"
     );
+
+    // A stopped proxy is started first, so the next deploy still knows v1 is live in blue.
+    support::docker(&["stop", &format!("deployctl-proxy-{}-test", app.name)]).expect("stop proxy");
+    let run = app.deploy("v2", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let status = app.status_json();
+    assert_eq!(status["live"]["version"], "v2");
+    assert_eq!(status["live"]["color"], "green");
+    assert_eq!(status["previous"]["version"], "v1");
 }
 
 #[test]
