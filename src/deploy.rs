@@ -698,6 +698,7 @@ async fn execute(
     let mut switched = false;
 
     for step in steps {
+        tracing::debug!(step = %step.describe(), "executing");
         let outcome: Result<(), Failed> = match step {
             Step::EnsureNetwork { network } => {
                 engine

@@ -76,6 +76,14 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
             }
         }
     }
+    tracing::debug!(
+        proxy = ?observed.proxy.as_ref().map(|p| p.running),
+        live = ?observed.live.as_ref().map(|t| &t.version),
+        containers = observed.containers.len(),
+        releases = observed.releases.len(),
+        images = observed.images.len(),
+        "observed the Docker host"
+    );
     Ok(observed)
 }
 
@@ -88,10 +96,12 @@ async fn proxy_exec(
 ) -> anyhow::Result<String> {
     let mut cmd = vec![PROXY_BIN.to_string(), "proxy".to_string()];
     cmd.extend(args.iter().map(|a| a.to_string()));
+    tracing::debug!(proxy = %names.proxy(), command = args.first().copied().unwrap_or(""), "docker exec");
     let out = engine
         .exec(&names.proxy(), &cmd, on_line)
         .await
         .map_err(engine_err)?;
+    tracing::trace!(exit_code = out.exit_code, stdout = %out.stdout, stderr = %out.stderr, "docker exec finished");
     if out.exit_code != 0 {
         let msg = if out.stderr.trim().is_empty() {
             out.stdout.trim()

@@ -143,6 +143,7 @@ pub async fn acquire(
         match engine.create_container(&spec).await {
             Ok(_) => return Ok(()),
             Err(EngineError::Conflict(_)) => {
+                tracing::debug!(lock = %names.lock(), "lock is held; waiting or giving up");
                 if Instant::now() >= give_up {
                     let message = match status(engine, names, stale_after).await? {
                         Some(info) => format!("deploys are locked: {}", info.describe()),
