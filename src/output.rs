@@ -62,6 +62,8 @@ pub struct Output {
     verbose: u8,
     /// Spinners only on an interactive stderr.
     interactive: bool,
+    /// ANSI colours on stderr (also for log lines).
+    colored: bool,
     spinner: Mutex<Option<ProgressBar>>,
     /// Events kept for the JSON document.
     events: Mutex<Vec<Value>>,
@@ -86,6 +88,7 @@ impl Output {
             quiet,
             verbose,
             interactive: stderr_tty && format == Format::Human && !quiet,
+            colored,
             spinner: Mutex::new(None),
             events: Mutex::new(Vec::new()),
             gha: crate::gha::Gha::from_process_env(),
@@ -138,6 +141,7 @@ impl Output {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(|| RedactingWriter)
+            .with_ansi(self.colored)
             .with_target(false)
             .try_init();
     }
