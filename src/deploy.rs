@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{CommandSpec, Loaded};
 use crate::engine::{
     BuildRequest, ContainerSpec, ContainerState, Engine, EngineError, HealthcheckSpec,
-    RestartPolicy, labels,
+    RegistryAuth, RestartPolicy, labels,
 };
 use crate::error::Error;
 use crate::health::{HealthOutcome, ProbeResult};
@@ -414,6 +414,7 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
                 r
             }
             Step::BuildImage { image, .. } => build(session, image, &version).await,
+            Step::PushImage { image, target } => push(session, image, target).await,
             Step::UseImage { image } => {
                 match engine.image_exists(image).await.map_err(engine_err)? {
                     true => Ok(()),
@@ -541,6 +542,39 @@ async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<(), 
                     ..Default::default()
                 },
             })
+        }
+    }
+}
+
+async fn push(session: &Session<'_>, image: &str, target: &str) -> Result<(), Failed> {
+    let registry = &session.loaded.config.registry;
+    let phase = Phase::start(session.reporter, "push", target.to_string());
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let auth = match (var(&registry.username_env), var(&registry.password_env)) {
+        (Some(username), Some(password)) => Some(RegistryAuth { username, password }),
+        _ => None,
+    };
+    let reporter = session.reporter;
+    let log = move |line: &str| reporter.line("push", line);
+    match session
+        .engine
+        .push_image(image, target, auth.as_ref(), &log)
+        .await
+    {
+        Ok(()) => {
+            // The registry keeps its copy; locally the extra tag would only stop pruning and
+            // `remove` from deleting the image.
+            if let Err(e) = session.engine.remove_image(target).await {
+                session
+                    .reporter
+                    .warn(format!("could not remove the local tag {target}: {e}"));
+            }
+            phase.ok("");
+            Ok(())
+        }
+        Err(e) => {
+            phase.failed(e.to_string());
+            Err(Failed::from(engine_err(e)))
         }
     }
 }
@@ -843,6 +877,7 @@ async fn execute(
             // Post-outcome hooks and notifications are run by the caller.
             Step::RunTest { .. }
             | Step::BuildImage { .. }
+            | Step::PushImage { .. }
             | Step::UseImage { .. }
             | Step::Notify { .. } => Ok(()),
         };

@@ -85,6 +85,10 @@ pub enum Step {
     UseImage {
         image: String,
     },
+    PushImage {
+        image: String,
+        target: String,
+    },
     AcquireLock {
         lock: String,
     },
@@ -191,6 +195,7 @@ impl Step {
                     .unwrap_or_default()
             ),
             Step::UseImage { image } => format!("use existing image {image} (no build)"),
+            Step::PushImage { image, target } => format!("push {image} as {target}"),
             Step::AcquireLock { lock } => format!("take lock {lock}"),
             Step::EnsureNetwork { network } => format!("ensure network {network}"),
             Step::EnsureProxy {
@@ -422,6 +427,12 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
                 dockerfile: config.build.dockerfile.display().to_string(),
                 target: config.build.target.clone(),
             });
+            if let Some(target) = registry_target(config, &req.version) {
+                steps.push(Step::PushImage {
+                    image: image.clone(),
+                    target,
+                });
+            }
         }
     }
     steps.push(Step::AcquireLock { lock: names.lock() });
@@ -559,6 +570,17 @@ fn swap_steps(
         drain_timeout: config.deploy.drain_timeout.to_string(),
     });
     steps
+}
+
+/// `<server>/<repository>:<version>` when a registry is configured.
+pub fn registry_target(config: &Config, version: &str) -> Option<String> {
+    let server = config.registry.server.as_deref()?;
+    let repository = config
+        .registry
+        .repository
+        .as_deref()
+        .unwrap_or(&config.app.name);
+    Some(format!("{server}/{repository}:{version}"))
 }
 
 fn hook_steps(hook: &str, specs: &[CommandSpec]) -> Vec<Step> {

@@ -408,3 +408,75 @@ timeout = "20s"
         (Some("v4"), Some(true))
     );
 }
+
+/// Debian's docker-registry on a free loopback port, stopped when dropped.
+struct LocalRegistry {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    fn start() -> LocalRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = support::free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry; .ci/run installs it)");
+        let up = support::wait_until(std::time::Duration::from_secs(15), || {
+            support::http_get(port, "/v2/").is_ok_and(|(status, _)| status == 200)
+        });
+        assert!(up, "the local registry answers on 127.0.0.1:{port}");
+        LocalRegistry {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn built_images_are_pushed_to_the_configured_registry() {
+    let registry = LocalRegistry::start();
+    let overlay = format!(
+        "[registry]\nserver = \"127.0.0.1:{}\"\nrepository = \"team/web\"\n",
+        registry.port
+    );
+    let app = App::with_overlay("dctreg", "0s", &overlay);
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stderr.contains("==> push"), "{run}");
+    let (status, body) =
+        support::http_get(registry.port, "/v2/team/web/tags/list").expect("registry answers");
+    assert_eq!(status, 200, "{body}");
+    let tags: serde_json::Value = serde_json::from_str(&body).expect("tags JSON");
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    // The registry tag is not kept locally, so pruning and `remove` still own the image.
+    let local = support::docker(&[
+        "images",
+        "-q",
+        &format!("127.0.0.1:{}/team/web", registry.port),
+    ])
+    .expect("docker images");
+    assert!(local.trim().is_empty(), "local registry tag left: {local}");
+}

@@ -33,6 +33,9 @@ pub struct Config {
     /// How the image is built.
     #[serde(default)]
     pub build: Build,
+    /// Where built images are pushed (optional).
+    #[serde(default)]
+    pub registry: Registry,
     /// Release handling: retention, stop and drain times, locking.
     #[serde(default)]
     pub deploy: DeploySettings,
@@ -160,6 +163,24 @@ pub struct Build {
     /// Target stage of a multi-stage Dockerfile.
     #[serde(default)]
     pub target: Option<String>,
+}
+
+/// A registry that receives every built image (`<server>/<repository>:<version>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// Registry address such as `registry.example.com` or `127.0.0.1:5000`. None: no push.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Repository in the registry. Default: `app.name`.
+    #[serde(default)]
+    pub repository: Option<String>,
+    /// Environment variable holding the registry user name (no credentials when unset).
+    #[serde(default = "default_registry_username_env")]
+    pub username_env: String,
+    /// Environment variable holding the registry password or token.
+    #[serde(default = "default_registry_password_env")]
+    pub password_env: String,
 }
 
 /// Release handling.
@@ -497,6 +518,12 @@ fn default_context() -> PathBuf {
 fn default_dockerfile() -> PathBuf {
     PathBuf::from("Dockerfile")
 }
+fn default_registry_username_env() -> String {
+    "REGISTRY_USERNAME".into()
+}
+fn default_registry_password_env() -> String {
+    "REGISTRY_PASSWORD".into()
+}
 fn default_keep_releases() -> u32 {
     5
 }
@@ -567,6 +594,7 @@ default_from_serde!(
     Git,
     Test,
     Build,
+    Registry,
     DeploySettings,
     Proxy,
     Health,

@@ -434,6 +434,32 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
             );
         }
     }
+    if let Some((node, s)) = v.string(&["registry", "server"])
+        && (s.is_empty()
+            || s.contains("://")
+            || s.contains('/')
+            || s.chars().any(char::is_whitespace))
+    {
+        errors.push(
+            node.loc,
+            "registry.server",
+            format!("`{s}` is not a registry address"),
+            Some("write the host and optional port only, such as `registry.example.com` or `127.0.0.1:5000`".to_owned()),
+        );
+    }
+    if let Some((node, s)) = v.string(&["registry", "repository"])
+        && !valid_repository(s)
+    {
+        errors.push(
+            node.loc,
+            "registry.repository",
+            format!("`{s}` is not a repository name"),
+            Some(
+                "lowercase letters, digits and `._-`, in `/`-separated parts, such as `team/web`"
+                    .to_owned(),
+            ),
+        );
+    }
     if let Some((node, s)) = v.string(&["health", "path"])
         && !s.starts_with('/')
     {
@@ -708,6 +734,18 @@ fn warn_unknown_secret_names(
     }
 }
 
+/// A Docker repository path: `/`-separated parts of `[a-z0-9]` joined by `.`, `_` or `-`.
+fn valid_repository(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|part| {
+            part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                })
+        })
+}
+
 fn valid_app_name(s: &str) -> bool {
     let mut chars = s.chars();
     s.len() <= 63
@@ -758,6 +796,16 @@ fn check_url(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories() {
+        assert!(valid_repository("web"));
+        assert!(valid_repository("team/web-app.v2"));
+        assert!(!valid_repository(""));
+        assert!(!valid_repository("Team/web"));
+        assert!(!valid_repository("team//web"));
+        assert!(!valid_repository("web-"));
+    }
 
     #[test]
     fn app_names() {

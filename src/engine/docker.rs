@@ -18,15 +18,16 @@ use bollard::models::{
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
     ListImagesOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptions,
-    RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    PushImageOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptions, RestartContainerOptionsBuilder, StopContainerOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
 use futures_util::StreamExt;
 
 use super::{
     BuildRequest, ContainerInfo, ContainerSpec, ContainerState, Engine, EngineError, EngineInfo,
-    EngineResult, ExecOutput, ImageInfo, LineSink, RestartPolicy,
+    EngineResult, ExecOutput, ImageInfo, LineSink, RegistryAuth, RestartPolicy,
 };
 
 /// Where the daemon listens when neither the config nor `DOCKER_HOST` says.
@@ -627,6 +628,46 @@ impl Engine for DockerEngine {
             .labels(&to_hash(labels))
             .build();
         self.run_build(context_tar, options, &|_| {}).await
+    }
+
+    async fn push_image(
+        &self,
+        source: &str,
+        target: &str,
+        auth: Option<&RegistryAuth>,
+        log: LineSink<'_>,
+    ) -> EngineResult<()> {
+        // `registry:5000/team/web:tag`: the tag is after the last `:` that follows the last `/`.
+        let (repo, tag) = match target.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+            _ => (target, "latest"),
+        };
+        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        self.docker
+            .tag_image(source, Some(options))
+            .await
+            .map_err(|e| self.err(e))?;
+        let credentials = auth.map(|a| bollard::auth::DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            ..Default::default()
+        });
+        let docker = self.docker.clone().with_timeout(BUILD_TIMEOUT);
+        let options = PushImageOptionsBuilder::new().tag(tag).build();
+        let mut stream = docker.push_image(repo, Some(options), credentials);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| match self.err(e) {
+                EngineError::Api(m) => EngineError::Push(m),
+                other => other,
+            })?;
+            if let Some(detail) = info.error_detail {
+                return Err(EngineError::Push(detail.message.unwrap_or_default()));
+            }
+            if let Some(status) = info.status.as_deref() {
+                emit_nonblank(log, status);
+            }
+        }
+        Ok(())
     }
 
     async fn list_images(&self, labels: &[(&str, &str)]) -> EngineResult<Vec<ImageInfo>> {

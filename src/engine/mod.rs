@@ -39,6 +39,8 @@ pub enum EngineError {
     NotFound(String),
     #[error("image build failed: {0}")]
     Build(String),
+    #[error("image push failed: {0}")]
+    Push(String),
     #[error("docker: {0}")]
     Api(String),
 }
@@ -159,6 +161,23 @@ pub struct ExecOutput {
     pub stderr: String,
 }
 
+/// Credentials for a registry push.
+#[derive(Clone)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RegistryAuth {{ username: {:?}, password: *** }}",
+            self.username
+        )
+    }
+}
+
 /// Receives lines as they arrive from a long-running call (build log, exec output).
 pub type LineSink<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
@@ -176,6 +195,14 @@ pub trait Engine: Send + Sync {
         context_tar: Vec<u8>,
         tag: &str,
         labels: &BTreeMap<String, String>,
+    ) -> EngineResult<()>;
+    /// Tags `source` as `target` (`registry/repository:tag`) and pushes it, streaming progress.
+    async fn push_image(
+        &self,
+        source: &str,
+        target: &str,
+        auth: Option<&RegistryAuth>,
+        log: LineSink<'_>,
     ) -> EngineResult<()>;
     /// Images carrying all the given labels.
     async fn list_images(&self, labels: &[(&str, &str)]) -> EngineResult<Vec<ImageInfo>>;
