@@ -513,9 +513,13 @@ async fn run_hooks(
 async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<(), Failed> {
     let config = &session.loaded.config;
     let phase = Phase::start(session.reporter, "build", image.to_string());
-    let mut image_labels = session.names.labels("app");
-    image_labels.insert(labels::VERSION.into(), version.into());
-    image_labels.insert(labels::CREATED.into(), now_unix().to_string());
+    // Docker's classic builder spends one build step per label, so images carry only what
+    // finding and pruning them needs, plus the git sha; the image's own `Created` is the time.
+    let mut image_labels = BTreeMap::from([
+        (labels::APP.to_string(), session.names.app.clone()),
+        (labels::ENV.to_string(), session.names.env.clone()),
+        (labels::VERSION.to_string(), version.to_string()),
+    ]);
     if let Ok(git) = crate::version::git_state(&session.loaded.root) {
         image_labels.insert("deployctl.git-sha".into(), git.sha);
     }
