@@ -439,46 +439,55 @@ fn read_env_file(
     };
     warn_if_readable_by_others(&path, &shown, warnings);
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    for item in dotenvy::from_read_iter(bytes.as_slice()) {
-        match item {
+    // dotenvy reports invalid UTF-8 as an I/O error without a place: find the place first.
+    let problem = match std::str::from_utf8(&bytes) {
+        Err(e) => Some((
+            Some(e.valid_up_to()),
+            "the env file is not valid UTF-8".to_owned(),
+        )),
+        Ok(_) => dotenvy::from_read_iter(bytes.as_slice()).find_map(|item| match item {
             Ok((k, v)) => {
                 out.vars.insert(k, v);
+                None
             }
-            Err(e) => {
-                // Never quote the line: it holds a secret.
-                let (offset, message) = match &e {
-                    dotenvy::Error::LineParse(line, index) => {
-                        let start = text.find(line.trim_end_matches(['\n', '\r']));
-                        (
-                            start.map(|s| s + index),
-                            "syntax error in env file".to_owned(),
-                        )
-                    }
-                    _ => (None, "cannot parse env file".to_owned()),
-                };
-                sources.push(Source {
-                    display: shown.clone(),
-                    text,
-                });
-                let file_loc = Loc {
-                    file: sources.len() - 1,
-                    offset,
-                };
-                out.errors.push(tree::make_error(
-                    sources,
-                    file_loc,
-                    "",
-                    message,
-                    Some(
-                        "write one `NAME=value` per line; quote values with spaces or `#`"
-                            .to_owned(),
-                    ),
-                ));
-                out.failed = true;
-                return out;
+            // Never quote the line: it holds a secret.
+            Err(dotenvy::Error::LineParse(line, index)) => {
+                let start = text.find(line.trim_end_matches(['\n', '\r']));
+                Some((
+                    start.map(|s| s + index),
+                    "syntax error in env file".to_owned(),
+                ))
             }
+            Err(_) => Some((None, "cannot parse env file".to_owned())),
+        }),
+    };
+    let Some((offset, message)) = problem else {
+        return out;
+    };
+    let hint = "write one `NAME=value` per line; quote values with spaces or `#`".to_owned();
+    match offset {
+        Some(offset) => {
+            sources.push(Source {
+                display: shown.clone(),
+                text,
+            });
+            let file_loc = Loc {
+                file: sources.len() - 1,
+                offset: Some(offset),
+            };
+            out.errors
+                .push(tree::make_error(sources, file_loc, "", message, Some(hint)));
         }
+        // No place in the env file: point at the key that names it.
+        None => out.errors.push(tree::make_error(
+            sources,
+            loc,
+            "prerequisites.env_file",
+            format!("{message} `{shown}`"),
+            Some(hint),
+        )),
     }
+    out.failed = true;
     out
 }
 
