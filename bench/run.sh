@@ -577,7 +577,7 @@ phase_ms() {
 }
 phases_of() { jq -r '[.events[]? | select(.event == "phase_finished") | "\(.phase) \(.elapsed)"] | join(", ")' "$1"; }
 
-D_TOTAL=() D_OVER=() S_TOTAL=() S_OVER=()
+D_TOTAL=() D_OVER=() D_NOBUILD=() S_TOTAL=() S_OVER=() S_NOBUILD=()
 
 # dctl_deploy VERSION KIND(first|steady): one timed `deployctl deploy`, with its row.
 dctl_deploy() {
@@ -603,6 +603,7 @@ dctl_deploy() {
     if [[ $kind == steady ]]; then
         D_TOTAL+=("$wall")
         D_OVER+=("$over")
+        D_NOBUILD+=("$((wall - build))")
     fi
     row 4 "deployctl deploy $v$([[ $kind == first ]] && echo ' (first: creates network, volume, proxy image and container)')" \
         "total $wall ms = build $build + start→healthy $((start + health)) (start $start, health $health) + overhead $over (of which switch $switch)" "—" "—"
@@ -635,6 +636,7 @@ sh_deploy() {
     if [[ $kind == steady ]]; then
         S_TOTAL+=("$wall")
         S_OVER+=("$over")
+        S_NOBUILD+=("$((wall - build))")
     fi
     row 4 "deploy.sh $v$([[ $kind == first ]] && echo ' (first: writes the nginx config, starts nginx)')" \
         "total $wall ms = build $build + start→healthy $healthy + overhead $over (of which switch $switch, stop old $stop)" "—" "—"
@@ -755,13 +757,15 @@ EOF
         "$do_med ms (each: $(printf '%s ' "${D_OVER[@]}")ms)" "< 500 ms" "$(judge "$do_med" "<" 500)"
     row 4 "deploy.sh overhead, same definition, median of ${#S_OVER[@]}" "$so_med ms (each: $(printf '%s ' "${S_OVER[@]}")ms)" "—" "—"
     row 4 "total, median of the steady deploys: deployctl vs deploy.sh" "$d_med ms vs $s_med ms" "deployctl < deploy.sh" "$(judge "$d_med" "<" "$s_med")"
+    row 4 "total − build, median of the steady deploys: deployctl vs deploy.sh" "$(median "${D_NOBUILD[@]}") ms vs $(median "${S_NOBUILD[@]}") ms" "—" "—"
 
-    local peak_max=0 e
+    local peak_max=0 e each=""
     for e in "${DEPLOY_PEAK_RSS[@]}"; do
         ((${e#* } > peak_max)) && peak_max=${e#* }
+        each+="${each:+, }${e% *} $(kb_to_mb "${e#* }")"
     done
     if ((HAVE_TIME && peak_max > 0)); then
-        row 2 "deployctl peak RSS during a deploy (largest of ${#DEPLOY_PEAK_RSS[@]}, /usr/bin/time -v)" "$(kb_to_mb "$peak_max") MB" "—" "—"
+        row 2 "deployctl peak RSS during a deploy (/usr/bin/time -v; b1 also builds the proxy image out of its own binary)" "largest $(kb_to_mb "$peak_max") MB (each in MB: $each)" "—" "—"
     else
         row 2 "deployctl peak RSS during a deploy" "not measured: GNU time (/usr/bin/time) is missing" "" ""
     fi
