@@ -30,6 +30,16 @@ use super::{
     EngineResult, ExecOutput, ImageInfo, LineSink, RegistryAuth, RestartPolicy,
 };
 
+/// `LABEL "k"="v" ...` with JSON-quoted keys and values (Dockerfile strings take the same escapes).
+fn label_instruction(labels: &BTreeMap<String, String>) -> String {
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""));
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+        .collect();
+    format!("LABEL {}", pairs.join(" "))
+}
+
 /// Where the daemon listens when neither the config nor `DOCKER_HOST` says.
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// How long reaching the daemon may take before it counts as unreachable.
@@ -597,17 +607,28 @@ impl Engine for DockerEngine {
 
     async fn build_image(&self, req: &BuildRequest, log: LineSink<'_>) -> EngineResult<()> {
         let (dir, dockerfile) = (req.context_dir.clone(), req.dockerfile.clone());
-        let ctx = tokio::task::spawn_blocking(move || context::build_context(&dir, &dockerfile))
-            .await
-            .map_err(|e| EngineError::Build(format!("preparing the build context: {e}")))?
-            .map_err(EngineError::Build)?;
+        // The classic builder runs one step per API label; appended to the final stage as one
+        // LABEL line they cost one step. A `target` stage may not be the last one: API labels then.
+        let label_line = (req.target.is_none() && !req.labels.is_empty())
+            .then(|| label_instruction(&req.labels));
+        let api_labels = if label_line.is_some() {
+            BTreeMap::new()
+        } else {
+            req.labels.clone()
+        };
+        let ctx = tokio::task::spawn_blocking(move || {
+            context::build_context(&dir, &dockerfile, label_line.as_deref())
+        })
+        .await
+        .map_err(|e| EngineError::Build(format!("preparing the build context: {e}")))?
+        .map_err(EngineError::Build)?;
         let mut options = BuildImageOptionsBuilder::new()
             .dockerfile(&ctx.dockerfile)
             .t(&req.tag)
             .rm(true)
             .forcerm(true)
             .buildargs(&to_hash(&req.args))
-            .labels(&to_hash(&req.labels));
+            .labels(&to_hash(&api_labels));
         if let Some(target) = &req.target {
             options = options.target(target);
         }

@@ -111,7 +111,12 @@ pub(crate) struct ContextTar {
 
 /// Tars `context_dir` honouring its `.dockerignore`. `dockerfile` is relative to the context
 /// (or absolute); one outside the context is added under a generated name, as the CLI does.
-pub(crate) fn build_context(context_dir: &Path, dockerfile: &Path) -> Result<ContextTar, String> {
+/// `extra` lines are appended to a copy of the Dockerfile sent under a generated name.
+pub(crate) fn build_context(
+    context_dir: &Path,
+    dockerfile: &Path,
+    extra: Option<&str>,
+) -> Result<ContextTar, String> {
     let root = fs::canonicalize(context_dir)
         .map_err(|e| format!("build context {}: {e}", context_dir.display()))?;
     if !root.is_dir() {
@@ -140,8 +145,8 @@ pub(crate) fn build_context(context_dir: &Path, dockerfile: &Path) -> Result<Con
     // Inside the context the Dockerfile is sent under its own path; outside, under a name
     // that cannot clash with a context file.
     let (df_rel, df_outside) = match df_real.strip_prefix(&root) {
-        Ok(rel) => (slash_path(rel), false),
-        Err(_) => (
+        Ok(rel) if extra.is_none() => (slash_path(rel), false),
+        _ => (
             format!(".dockerfile.deployctl-{}", std::process::id()),
             true,
         ),
@@ -154,9 +159,26 @@ pub(crate) fn build_context(context_dir: &Path, dockerfile: &Path) -> Result<Con
     builder.follow_symlinks(false);
     walk(&root, &root, &rules, &always, &mut builder)
         .map_err(|e| format!("cannot read build context: {e}"))?;
-    if df_outside {
-        append_file(&mut builder, &df_real, Path::new(&df_rel))
-            .map_err(|e| format!("cannot read Dockerfile {}: {e}", df_real.display()))?;
+    match extra {
+        Some(lines) => {
+            let mut text = fs::read_to_string(&df_real)
+                .map_err(|e| format!("cannot read Dockerfile {}: {e}", df_real.display()))?;
+            text.push('\n');
+            text.push_str(lines);
+            text.push('\n');
+            let mut header = tar::Header::new_gnu();
+            header.set_size(text.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, &df_rel, text.as_bytes())
+                .map_err(|e| format!("cannot write build context: {e}"))?;
+        }
+        None if df_outside => {
+            append_file(&mut builder, &df_real, Path::new(&df_rel))
+                .map_err(|e| format!("cannot read Dockerfile {}: {e}", df_real.display()))?;
+        }
+        None => {}
     }
     let tar = builder
         .into_inner()
@@ -345,7 +367,7 @@ mod tests {
         fs::write(root.join("logs/keep.log"), "x").expect("write");
         std::os::unix::fs::symlink("app", root.join("link")).expect("symlink");
 
-        let ctx = build_context(root, Path::new("Dockerfile")).expect("context");
+        let ctx = build_context(root, Path::new("Dockerfile"), None).expect("context");
         assert_eq!(ctx.dockerfile, "Dockerfile");
         let names = tar_names(&ctx.tar);
         for want in [
@@ -372,7 +394,7 @@ mod tests {
         let df = other.path().join("Containerfile");
         fs::write(&df, "FROM scratch\n").expect("write");
         fs::write(ctx_dir.path().join("app"), "x").expect("write");
-        let ctx = build_context(ctx_dir.path(), &df).expect("context");
+        let ctx = build_context(ctx_dir.path(), &df, None).expect("context");
         assert!(ctx.dockerfile.starts_with(".dockerfile."));
         let names = tar_names(&ctx.tar);
         assert!(names.contains(&ctx.dockerfile), "{names:?}");
@@ -381,9 +403,9 @@ mod tests {
     #[test]
     fn a_missing_dockerfile_or_context_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = build_context(dir.path(), Path::new("Dockerfile")).err();
+        let err = build_context(dir.path(), Path::new("Dockerfile"), None).err();
         assert!(err.is_some_and(|e| e.contains("Dockerfile")));
-        let err = build_context(&dir.path().join("nope"), Path::new("Dockerfile")).err();
+        let err = build_context(&dir.path().join("nope"), Path::new("Dockerfile"), None).err();
         assert!(err.is_some_and(|e| e.contains("build context")));
     }
 }
