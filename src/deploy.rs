@@ -1230,15 +1230,29 @@ async fn verify(session: &Session<'_>, container: &str) -> Result<(), Failed> {
 }
 
 /// Releases left in progress by an interrupted run become failed.
+/// One killed after its switch serves, though: the ledger says so rather than contradict the
+/// proxy (and `rollback` can find it).
 async fn mark_interrupted_releases(session: &Session<'_>, observed: &Observed) {
+    let mut live_found = false;
     for r in observed
         .releases
         .iter()
+        .rev()
         .filter(|r| r.outcome == Outcome::InProgress)
     {
         let mut r = r.clone();
-        r.outcome = Outcome::Failed;
-        r.reason = Some("interrupted".into());
+        let serving = observed
+            .live
+            .as_ref()
+            .is_some_and(|l| l.container == r.container && l.version == r.version);
+        if serving && !live_found {
+            live_found = true;
+            r.outcome = Outcome::Live;
+            r.reason = Some("interrupted after its switch".into());
+        } else {
+            r.outcome = Outcome::Failed;
+            r.reason = Some("interrupted".into());
+        }
         r.finished_at = Some(now_unix());
         let _ = host::proxy_record(session.engine, &session.names, &r).await;
     }
