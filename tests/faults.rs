@@ -2,6 +2,7 @@
 //! deploy (nothing of it runs afterwards: no cleanup, no lock release), and the live app container
 //! killed under a deployed release. Throughout, a load loop hits the public endpoint and no
 //! request may fail; afterwards the next runs must reconcile what was left behind.
+//! The apps run without a verify window: it would only add its length to each of the many deploys.
 
 mod support;
 
@@ -114,7 +115,9 @@ fn reconcile_lock(app: &App, expect_live: &str, next: &str) -> (bool, String) {
             "the dead holder is recognised: {lock}"
         );
         assert!(lock.stdout.contains("lock release --force"), "{lock}");
-        let blocked = app.deploy(next, &[]);
+        // An existing image: no build before the lock is tried.
+        let live_image = format!("{}:{expect_live}", app.name);
+        let blocked = app.run(&["deploy", "--version", next, "--image", &live_image], &[]);
         assert_eq!(blocked.code, 3, "a stale lock still blocks: {blocked}");
         assert!(
             blocked.stderr.contains("lock release --force"),
@@ -171,7 +174,7 @@ fn reconcile_deploy(app: &App, next: &str, live_color: &str) -> support::Run {
 
 #[test]
 fn kill9_after_the_build() {
-    let app = App::new("dctk9b");
+    let app = App::with_verify("dctk9b", "0s");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
     let (_, ended) = deploy_killed_at(&app, "v2", &[], "✓ build");
@@ -198,7 +201,7 @@ fn kill9_after_the_build() {
 
 #[test]
 fn kill9_after_the_new_container_starts() {
-    let app = App::new("dctk9s");
+    let app = App::with_verify("dctk9s", "0s");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
     let (_, ended) = deploy_killed_at(&app, "v2", &[], "✓ start");
@@ -229,7 +232,7 @@ fn kill9_after_the_new_container_starts() {
 
 #[test]
 fn kill9_during_the_health_wait() {
-    let app = App::new("dctk9h");
+    let app = App::with_verify("dctk9h", "0s");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
     // v2 never becomes ready, so the kill lands inside the health wait whatever the timing.
@@ -255,7 +258,7 @@ fn kill9_during_the_health_wait() {
 
 #[test]
 fn kill9_right_after_the_switch() {
-    let app = App::new("dctk9w");
+    let app = App::with_verify("dctk9w", "0s");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
     let (_, ended) = deploy_killed_at(&app, "v2", &[], "✓ switch");
@@ -289,7 +292,7 @@ fn assert_served_then_replaced(app: &App) {
 #[test]
 fn kill9_during_the_drain() {
     // A drain long enough to outlast the kill and the reconciling runs (each builds an image).
-    let app = App::with_overlay("dctk9d", "1s", "[deploy]\ndrain_timeout = \"60s\"\n");
+    let app = App::with_overlay("dctk9d", "0s", "[deploy]\ndrain_timeout = \"40s\"\n");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
     let mut run = app.spawn_watched(&["deploy", "--version", "v2"], &[], "✓ start");
@@ -298,7 +301,7 @@ fn kill9_during_the_drain() {
     // must finish on v1 although deployctl dies and the next deploy comes.
     let port = app.port;
     let slow = std::thread::spawn(move || {
-        support::http_get_within(port, "/slow?ms=30000", Duration::from_secs(90))
+        support::http_get_within(port, "/slow?ms=20000", Duration::from_secs(60))
     });
     // The swap is done once v2 answers; the drain then waits for the slow request.
     assert!(
@@ -339,7 +342,7 @@ fn kill9_during_the_drain() {
 
 #[test]
 fn kill9_during_pruning() {
-    let app = App::with_overlay("dctk9p", "1s", "[deploy]\nkeep_releases = 1\n");
+    let app = App::with_overlay("dctk9p", "0s", "[deploy]\nkeep_releases = 1\n");
     deploy_ok(&app, "v1");
     deploy_ok(&app, "v2");
     let image = |v: &str| format!("{}:{v}", app.name);
