@@ -755,6 +755,7 @@ async fn execute(
                 Ok(())
             }
             Step::RemoveContainer { container, .. } => {
+                drain_leftover(session, container).await;
                 match engine.remove_container(container, true).await {
                     Ok(()) | Err(EngineError::NotFound(_)) => {}
                     Err(e) => return Err(engine_err(e)),
@@ -1211,6 +1212,48 @@ async fn switch_to(session: &Session<'_>, target: &Target) -> anyhow::Result<f64
     Ok(result.swap_ms)
 }
 
+/// A run killed during its drain leaves the previous release with requests in flight and nobody
+/// waiting for them; before its container is removed they get the same `deploy.drain_timeout`.
+async fn drain_leftover(session: &Session<'_>, container: &str) {
+    let in_flight = || async {
+        host::proxy_status(session.engine, &session.names)
+            .await
+            .map(|s| {
+                s.targets
+                    .iter()
+                    .filter(|t| t.container == container)
+                    .map(|t| t.in_flight)
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    let open = in_flight().await;
+    if open == 0 {
+        return;
+    }
+    let phase = Phase::start(
+        session.reporter,
+        "drain",
+        format!("{open} request(s) still in flight to {container}"),
+    );
+    let give_up = Instant::now() + session.loaded.config.deploy.drain_timeout.get();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let open = in_flight().await;
+        if open == 0 {
+            phase.ok("");
+            return;
+        }
+        if Instant::now() >= give_up {
+            session.reporter.warn(format!(
+                "{open} request(s) to {container} were still open after drain_timeout"
+            ));
+            phase.failed(format!("{open} abandoned"));
+            return;
+        }
+    }
+}
+
 /// The watch window after the switch: health keeps passing, and the proxy's figures for the new
 /// release stay under the limits.
 async fn verify(session: &Session<'_>, container: &str) -> Result<(), Failed> {
@@ -1247,15 +1290,29 @@ async fn verify(session: &Session<'_>, container: &str) -> Result<(), Failed> {
 }
 
 /// Releases left in progress by an interrupted run become failed.
+/// One killed after its switch serves, though: the ledger says so rather than contradict the
+/// proxy (and `rollback` can find it).
 async fn mark_interrupted_releases(session: &Session<'_>, observed: &Observed) {
+    let mut live_found = false;
     for r in observed
         .releases
         .iter()
+        .rev()
         .filter(|r| r.outcome == Outcome::InProgress)
     {
         let mut r = r.clone();
-        r.outcome = Outcome::Failed;
-        r.reason = Some("interrupted".into());
+        let serving = observed
+            .live
+            .as_ref()
+            .is_some_and(|l| l.container == r.container && l.version == r.version);
+        if serving && !live_found {
+            live_found = true;
+            r.outcome = Outcome::Live;
+            r.reason = Some("interrupted after its switch".into());
+        } else {
+            r.outcome = Outcome::Failed;
+            r.reason = Some("interrupted".into());
+        }
         r.finished_at = Some(now_unix());
         let _ = host::proxy_record(session.engine, &session.names, &r).await;
     }

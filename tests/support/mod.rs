@@ -316,8 +316,13 @@ impl std::fmt::Display for Run {
 
 /// A minimal HTTP/1.1 GET with a fresh connection (`Connection: close`).
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    http_get_within(port, path, Duration::from_secs(10))
+}
+
+/// `http_get` that waits up to `timeout` for the answer (for deliberately slow requests).
+pub fn http_get_within(port: u16, path: &str, timeout: Duration) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
+    s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     write!(
         s,
@@ -488,4 +493,118 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     f()
+}
+
+/// A deployctl run whose stderr is watched line by line, to act at an exact moment of it
+/// (`-v` prints a `==> <phase>` line when each phase starts and `✓ <phase>` when it ends).
+pub struct Watched {
+    child: std::process::Child,
+    seen: Arc<Mutex<String>>,
+    triggered: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How a watched run ended.
+pub struct Ended {
+    /// The exit code, or None when a signal ended it.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stderr: String,
+}
+
+impl App {
+    /// Starts `deployctl <args> -v`; `trigger` is a substring of the stderr line to wait for.
+    pub fn spawn_watched(&self, args: &[&str], env: &[(&str, &str)], trigger: &str) -> Watched {
+        let mut child = self
+            .command(args, env)
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn deployctl");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let seen = Arc::new(Mutex::new(String::new()));
+        let (tx, triggered) = std::sync::mpsc::channel();
+        let trigger = trigger.to_string();
+        let reader = {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                let mut fired = false;
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    // Reported from this thread at once: a polling loop would act up to a poll
+                    // interval late, and some phases last only milliseconds.
+                    if !fired && line.contains(&trigger) {
+                        fired = true;
+                        let _ = tx.send(line.clone());
+                    }
+                    if let Ok(mut s) = seen.lock() {
+                        s.push_str(&line);
+                        s.push('\n');
+                    }
+                }
+            })
+        };
+        Watched {
+            child,
+            seen,
+            triggered,
+            reader: Some(reader),
+        }
+    }
+}
+
+impl Watched {
+    /// Waits for the trigger line and returns it; panics with the output so far when the run
+    /// ends or `timeout` passes first.
+    pub fn wait_trigger(&mut self, timeout: Duration) -> String {
+        match self.triggered.recv_timeout(timeout) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                panic!("trigger line never came ({e}):\n{}", self.stderr());
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// SIGKILL (nothing runs after it: no cleanup, no lock release) and reap the process, so its
+    /// pid is gone from /proc as the stale-lock check expects.
+    pub fn kill9(mut self) -> Ended {
+        let _ = self.child.kill();
+        self.wait()
+    }
+
+    fn wait(&mut self) -> Ended {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.wait().expect("wait for deployctl");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Ended {
+            code: status.code(),
+            signal: status.signal(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave a deploy running against the shared daemon.
+        if self.reader.is_some() {
+            let _ = self.child.kill();
+            let _ = self.wait();
+        }
+    }
 }
