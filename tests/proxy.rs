@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deployctl::proxy::protocol::{Outcome, ReleaseRecord, SwitchRequest, SwitchResult, Target};
@@ -848,5 +848,105 @@ async fn switch_back_does_not_wait_for_an_earlier_drain() {
         slow.await.expect("task").expect("slow request"),
         (StatusCode::OK, "v1".to_string())
     );
+    proxy.stop().await;
+}
+
+/// A raw HTTP/1.1 upstream that counts its connections. With `drop_second`, a connection that
+/// gets a second request is closed without an answer: the app closing a kept-alive connection
+/// just as the proxy reuses it.
+async fn counting_upstream(drop_second: bool) -> (SocketAddr, Arc<AtomicUsize>, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&conns);
+    let task = tokio::spawn(async move {
+        let mut tasks = JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            tasks.spawn(async move {
+                let mut buf = Vec::new();
+                let mut served = 0;
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => buf.extend_from_slice(&chunk[..read]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if drop_second && served == 1 {
+                            return;
+                        }
+                        served += 1;
+                        let body = format!("conn-{n}");
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, task)
+}
+
+fn raw_target(addr: SocketAddr) -> Target {
+    Target {
+        addr: addr.to_string(),
+        container: "app-raw".into(),
+        version: "raw".into(),
+        color: "blue".into(),
+    }
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = Proxy::start(dir.path()).await;
+    let (addr, conns, task) = counting_upstream(false).await;
+    proxy::client_switch(dir.path(), switch_req(raw_target(addr), 1_000))
+        .await
+        .expect("switch");
+    let probe_conns = conns.load(Ordering::SeqCst);
+
+    let client = pooled_client();
+    for _ in 0..5 {
+        let (status, _) = pooled_get(&client, proxy.addr, "/").await.expect("request");
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Five requests on one client connection: one upstream connection besides the probe's.
+    assert_eq!(conns.load(Ordering::SeqCst), probe_conns + 1);
+    task.abort();
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_request_on_a_connection_the_app_closed_is_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = Proxy::start(dir.path()).await;
+    let (addr, conns, task) = counting_upstream(true).await;
+    proxy::client_switch(dir.path(), switch_req(raw_target(addr), 1_000))
+        .await
+        .expect("switch");
+    let probe_conns = conns.load(Ordering::SeqCst);
+
+    let client = pooled_client();
+    let (status, first) = pooled_get(&client, proxy.addr, "/").await.expect("first");
+    assert_eq!(status, StatusCode::OK);
+    // The pooled connection is reused, the app closes it, the proxy retries on a new one.
+    let (status, second) = pooled_get(&client, proxy.addr, "/").await.expect("second");
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(first, second);
+    assert_eq!(conns.load(Ordering::SeqCst), probe_conns + 2);
+    let status = proxy::client_status(dir.path()).await.expect("status");
+    assert_eq!(status.targets[0].requests, 2);
+    assert_eq!(status.targets[0].errors, 0);
+    task.abort();
     proxy.stop().await;
 }

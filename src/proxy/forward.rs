@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 
 use super::route::{Route, Router};
 use super::stats::InFlight;
+use super::upstream::Conn;
 
 /// Body type of answers sent to clients.
 pub type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -42,31 +43,46 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// What the proxy knows about the client connection a request came on.
+pub struct Client {
+    /// The peer's IP as a header value, formatted once per connection for `X-Forwarded-For`.
+    peer_ip: HeaderValue,
+}
+
+impl Client {
+    pub fn new(peer: SocketAddr) -> Self {
+        // An IP address is always a valid header value.
+        let peer_ip = HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { peer_ip }
+    }
+}
+
 /// Serves one client request.
 pub async fn handle(
     router: Arc<Router>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    client: Arc<Client>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let Some((route, guard)) = router.acquire() else {
         tracing::debug!(uri = %req.uri(), "no live target");
         return Ok(text(StatusCode::BAD_GATEWAY, NO_LIVE_BODY));
     };
-    Ok(forward(route, guard, req, peer).await)
+    Ok(forward(route, guard, req, &client).await)
 }
 
 async fn forward(
     route: Arc<Route>,
     guard: InFlight,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    client: &Client,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    let uri = match upstream_uri(&route, &parts.uri) {
+    let uri = match upstream_uri(&parts.uri) {
         Ok(uri) => uri,
         Err(e) => {
             tracing::warn!(uri = %parts.uri, error = %e, "cannot build upstream URI");
@@ -78,28 +94,48 @@ async fn forward(
             );
         }
     };
-    prepare_request_headers(&mut parts, peer, upgrade.as_ref());
+    prepare_request_headers(&mut parts, client, upgrade.as_ref());
+    if !parts.headers.contains_key(header::HOST) {
+        // An HTTP/1.0 client may send no Host; the app still gets one.
+        if let Ok(host) = HeaderValue::from_str(route.upstream.authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
     parts.uri = uri;
     parts.version = Version::HTTP_11;
 
-    // A bodiless idempotent request can be sent again if a pooled connection turns out to have
-    // been closed by the app just as we reused it.
-    let replay = is_replayable(&parts, &body).then(|| clone_head(&parts));
-    let first = Request::from_parts(parts, body.boxed_unsync());
-    let mut result = route.client.request(first).await;
-    if let (Err(e), Some(head)) = (&result, replay)
-        && is_stale_connection(e)
-    {
-        tracing::debug!(target = %route.target.addr, "retrying on a fresh connection");
-        let empty = Empty::<Bytes>::new().map_err(|never| match never {});
-        result = route
-            .client
-            .request(Request::from_parts(head, empty.boxed_unsync()))
-            .await;
-    }
+    let result = match route.upstream.checkout().await {
+        Ok(mut conn) => {
+            // A bodiless idempotent request can be sent again if a reused connection turns out
+            // to have been closed by the app just as we reused it.
+            let replay = (conn.reused && is_replayable(&parts, &body)).then(|| clone_head(&parts));
+            let first = Request::from_parts(parts, body.boxed_unsync());
+            match conn.send(first, &route.upstream.authority).await {
+                Err(e) if replay.is_some() && e.is_stale_connection() => {
+                    tracing::debug!(target = %route.target.addr, "retrying on a fresh connection");
+                    match (route.upstream.connect().await, replay) {
+                        (Ok(mut fresh), Some(head)) => {
+                            let empty = Empty::<Bytes>::new().map_err(|never| match never {});
+                            let retried = fresh
+                                .send(
+                                    Request::from_parts(head, empty.boxed_unsync()),
+                                    &route.upstream.authority,
+                                )
+                                .await;
+                            retried.map(|resp| (resp, fresh))
+                        }
+                        (Err(e), _) => Err(e),
+                        (Ok(_), None) => Err(e),
+                    }
+                }
+                other => other.map(|resp| (resp, conn)),
+            }
+        }
+        Err(e) => Err(e),
+    };
 
-    let mut resp = match result {
-        Ok(resp) => resp,
+    let (mut resp, conn) = match result {
+        Ok(answer) => answer,
         Err(e) => {
             guard.stats().record(started.elapsed(), true);
             tracing::warn!(
@@ -117,6 +153,8 @@ async fn forward(
         .record(started.elapsed(), status.is_server_error());
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
+        // The upstream connection now belongs to the tunnel: `conn` is not returned to the pool.
+        drop(conn);
         let Some(client_upgrade) = client_upgrade else {
             tracing::warn!(target = %route.target.addr, "upstream switched protocols without being asked");
             guard.stats().record_late_error();
@@ -142,6 +180,9 @@ async fn forward(
     let body = Tracked {
         inner: body,
         guard: Some(guard),
+        done: false,
+        conn: Some(conn),
+        route,
     };
     Response::from_parts(parts, body.boxed_unsync())
 }
@@ -170,10 +211,14 @@ async fn tunnel(
 }
 
 /// Response body that keeps the request in flight until the last byte is sent (or the client
-/// goes away), so draining never cuts a streaming answer.
+/// goes away), so draining never cuts a streaming answer. Once the upstream body is complete,
+/// its connection goes back to the pool.
 struct Tracked {
     inner: Incoming,
     guard: Option<InFlight>,
+    done: bool,
+    conn: Option<Conn>,
+    route: Arc<Route>,
 }
 
 impl Body for Tracked {
@@ -187,8 +232,13 @@ impl Body for Tracked {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => this.guard = None,
+            Poll::Ready(None) => {
+                this.done = true;
+                this.guard = None;
+            }
             Poll::Ready(Some(Err(_))) => {
+                // The connection is broken: never pool it.
+                this.conn = None;
                 if let Some(guard) = this.guard.take() {
                     guard.stats().record_late_error();
                 }
@@ -207,16 +257,26 @@ impl Body for Tracked {
     }
 }
 
-fn upstream_uri(route: &Route, original: &Uri) -> Result<Uri, hyper::http::Error> {
-    let path = original
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    Uri::builder()
-        .scheme("http")
-        .authority(route.authority.clone())
-        .path_and_query(path)
-        .build()
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A body the client did not read to the end leaves unread bytes on the connection;
+        // dropping it lets hyper close that connection instead.
+        if let Some(conn) = self.conn.take()
+            && (self.done || self.inner.is_end_stream())
+        {
+            self.route.upstream.checkin(conn);
+        }
+    }
+}
+
+/// The request target in origin form (`/path?query`), as HTTP/1.1 sends it to a server.
+fn upstream_uri(original: &Uri) -> Result<Uri, hyper::http::Error> {
+    match original.path_and_query() {
+        // Reuses the parsed bytes: no copy, no re-validation.
+        Some(pq) if pq.as_str().starts_with('/') => Ok(Uri::from(pq.clone())),
+        Some(pq) => Uri::builder().path_and_query(pq.as_str()).build(),
+        None => Ok(Uri::from_static("/")),
+    }
 }
 
 /// The protocol named in `Upgrade` when the request asks for one (`Connection: upgrade`).
@@ -234,7 +294,7 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
-fn prepare_request_headers(parts: &mut Parts, peer: SocketAddr, upgrade: Option<&HeaderValue>) {
+fn prepare_request_headers(parts: &mut Parts, client: &Client, upgrade: Option<&HeaderValue>) {
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -253,15 +313,26 @@ fn prepare_request_headers(parts: &mut Parts, peer: SocketAddr, upgrade: Option<
         headers.insert(header::HOST, host.clone());
     }
 
-    // Append the client to any chain a proxy in front of us started.
-    let mut chain: Vec<String> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .collect();
-    chain.push(peer.ip().to_string());
-    if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
+    // Append the client to any chain a proxy in front of us started. Without one (the common
+    // case) the per-connection value is reused as is.
+    let forwarded_for = match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(slot) => {
+            slot.insert(client.peer_ip.clone());
+            None
+        }
+        header::Entry::Occupied(entry) => {
+            let mut chain = Vec::new();
+            for value in entry.iter() {
+                if let Ok(value) = value.to_str() {
+                    chain.extend_from_slice(value.as_bytes());
+                    chain.extend_from_slice(b", ");
+                }
+            }
+            chain.extend_from_slice(client.peer_ip.as_bytes());
+            HeaderValue::from_bytes(&chain).ok()
+        }
+    };
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     // A TLS terminator in front of us knows the real scheme and host; keep what it said.
@@ -310,21 +381,6 @@ fn clone_head(parts: &Parts) -> Parts {
     head
 }
 
-/// The app closed a reused keep-alive connection before answering.
-fn is_stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
-    if e.is_connect() {
-        return false;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            return h.is_incomplete_message() || h.is_canceled();
-        }
-        source = err.source();
-    }
-    false
-}
-
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -370,7 +426,7 @@ mod tests {
             ("accept", "*/*"),
         ]);
         let peer: SocketAddr = "192.0.2.7:5555".parse().expect("addr");
-        prepare_request_headers(&mut p, peer, None);
+        prepare_request_headers(&mut p, &Client::new(peer), None);
         let names: Vec<_> = p.headers.keys().map(|k| k.as_str().to_owned()).collect();
         assert!(
             !names
@@ -392,7 +448,7 @@ mod tests {
             ("host", "example.com"),
         ]);
         let peer: SocketAddr = "[2001:db8::1]:443".parse().expect("addr");
-        prepare_request_headers(&mut p, peer, None);
+        prepare_request_headers(&mut p, &Client::new(peer), None);
         assert_eq!(p.headers["x-forwarded-for"], "203.0.113.1, 2001:db8::1");
         assert_eq!(p.headers["x-forwarded-proto"], "https");
     }
@@ -406,7 +462,7 @@ mod tests {
             Some(&b"websocket"[..])
         );
         let peer: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        prepare_request_headers(&mut p, peer, protocol.as_ref());
+        prepare_request_headers(&mut p, &Client::new(peer), protocol.as_ref());
         assert_eq!(p.headers["upgrade"], "websocket");
         assert_eq!(p.headers["connection"], "upgrade");
         // Without `Connection: upgrade` an Upgrade header is just dropped.

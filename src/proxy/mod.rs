@@ -11,6 +11,7 @@ mod server;
 mod state;
 mod stats;
 mod switch;
+mod upstream;
 
 pub use control::{client_record, client_releases, client_status, client_switch, socket_path};
 pub use forward::{NO_LIVE_BODY, UPSTREAM_DOWN_BODY};

@@ -3,54 +3,32 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Bytes;
 use hyper::http::uri::Authority;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::protocol::{ProxyStatus, Target};
 use super::stats::{InFlight, Stats};
+use super::upstream::Upstream;
 
-/// Body type of requests sent upstream.
-pub type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
-/// Idle upstream connections are closed after this. Kept under the 5 s keep-alive timeout of
-/// Node's HTTP server (and most app servers) so we rarely reuse a connection the app is closing.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Earlier targets whose stats `status` still shows.
 const HISTORY: usize = 4;
 
 /// One target with its own connection pool and stats. A new `Route` is made each time a target
 /// becomes live, so stats restart and no pooled connection of an earlier container (which may
-/// have had the same name) is ever reused.
+/// have had the same name) is ever reused; dropping it closes its idle connections.
 pub struct Route {
     pub target: Target,
-    pub authority: Authority,
-    pub client: UpstreamClient,
+    pub upstream: Upstream,
     pub stats: Arc<Stats>,
 }
 
 impl Route {
     pub fn new(target: Target) -> anyhow::Result<Self> {
         let authority = parse_addr(&target.addr)?;
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(http);
         Ok(Self {
             target,
-            authority,
-            client,
+            upstream: Upstream::new(authority),
             stats: Arc::new(Stats::default()),
         })
     }
@@ -100,6 +78,11 @@ impl Router {
         let route = live.route.as_ref()?;
         let guard = route.stats.begin(&self.in_flight);
         Some((Arc::clone(route), guard))
+    }
+
+    pub fn live_route(&self) -> Option<Arc<Route>> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.route.clone()
     }
 
     pub fn live_target(&self) -> Option<Target> {

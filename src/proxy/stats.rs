@@ -1,7 +1,7 @@
 //! Per-target traffic counters with a bounded latency sample ring.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -19,14 +19,33 @@ pub struct Stats {
     in_flight: AtomicU64,
     /// Woken each time `in_flight` drops to zero (the drain waits on it).
     idle: Notify,
-    latencies: Mutex<Ring>,
+    latencies: Ring,
 }
 
-/// Fixed-size ring of latencies in microseconds: the most recent samples win.
+/// Fixed-size ring of latencies in microseconds: the most recent samples win. Lock-free, as
+/// every request of every worker thread writes one sample: a writer claims a slot with one
+/// `fetch_add`, and a reader may see a slot a moment before or after a concurrent write, which
+/// does not matter for percentiles.
 #[derive(Debug)]
 struct Ring {
-    samples: Vec<u32>,
-    next: usize,
+    samples: Box<[AtomicU32]>,
+    /// Samples written so far; slot `n % LATENCY_SAMPLES` holds sample `n`.
+    written: AtomicUsize,
+}
+
+impl Ring {
+    fn push(&self, micros: u32) {
+        let at = self.written.fetch_add(1, Ordering::Relaxed) % LATENCY_SAMPLES;
+        self.samples[at].store(micros, Ordering::Relaxed);
+    }
+
+    fn collect(&self) -> Vec<u32> {
+        let len = self.written.load(Ordering::Relaxed).min(LATENCY_SAMPLES);
+        self.samples[..len]
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect()
+    }
 }
 
 impl Default for Stats {
@@ -36,10 +55,10 @@ impl Default for Stats {
             errors: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             idle: Notify::new(),
-            latencies: Mutex::new(Ring {
-                samples: Vec::new(),
-                next: 0,
-            }),
+            latencies: Ring {
+                samples: (0..LATENCY_SAMPLES).map(|_| AtomicU32::new(0)).collect(),
+                written: AtomicUsize::new(0),
+            },
         }
     }
 }
@@ -62,14 +81,7 @@ impl Stats {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
-        let mut ring = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
-        if ring.samples.len() < LATENCY_SAMPLES {
-            ring.samples.push(micros);
-        } else {
-            let at = ring.next;
-            ring.samples[at] = micros;
-        }
-        ring.next = (ring.next + 1) % LATENCY_SAMPLES;
+        self.latencies.push(micros);
     }
 
     /// Counts a failure discovered after the answer was already counted (e.g. a body cut short).
@@ -96,10 +108,7 @@ impl Stats {
     }
 
     pub fn snapshot(&self, target: &Target) -> TargetStats {
-        let mut samples = {
-            let ring = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
-            ring.samples.clone()
-        };
+        let mut samples = self.latencies.collect();
         samples.sort_unstable();
         TargetStats {
             container: target.container.clone(),
@@ -183,8 +192,7 @@ mod tests {
         for _ in 0..LATENCY_SAMPLES {
             stats.record(Duration::from_millis(2), false);
         }
-        let len = stats.latencies.lock().map(|r| r.samples.len()).unwrap_or(0);
-        assert_eq!(len, LATENCY_SAMPLES);
+        assert_eq!(stats.latencies.collect().len(), LATENCY_SAMPLES);
         assert_eq!(stats.snapshot(&target()).p99_ms, 2.0);
     }
 
