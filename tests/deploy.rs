@@ -6,25 +6,12 @@ use std::time::Duration;
 
 use support::{App, Load, wait_until};
 
-fn body_version(body: &str) -> Option<String> {
-    body.split_whitespace()
-        .find_map(|w| w.strip_prefix("version="))
-        .map(str::to_string)
-}
-
-fn serving(app: &App) -> Option<String> {
-    app.get()
-        .ok()
-        .filter(|(s, _)| *s == 200)
-        .and_then(|(_, b)| body_version(&b))
-}
-
 #[test]
 fn deploy_v1_then_v2_then_rollbacks() {
     let app = App::new("dctdep");
     let run = app.deploy("v1", &[]);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    assert_eq!(app.serving().as_deref(), Some("v1"));
     let status = app.status_json();
     assert_eq!(status["live"]["version"], "v1", "{status}");
     assert_eq!(status["live"]["color"], "blue");
@@ -34,7 +21,7 @@ fn deploy_v1_then_v2_then_rollbacks() {
 
     let run = app.deploy("v2", &[]);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(serving(&app).as_deref(), Some("v2"));
+    assert_eq!(app.serving().as_deref(), Some("v2"));
     assert_eq!(
         app.container_running(&app.container("blue")),
         Some(false),
@@ -48,14 +35,14 @@ fn deploy_v1_then_v2_then_rollbacks() {
 
     let run = app.run(&["rollback"], &[]);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    assert_eq!(app.serving().as_deref(), Some("v1"));
     let status = app.status_json();
     assert_eq!(status["live"]["version"], "v1");
     assert_eq!(status["live"]["color"], "blue");
 
     let run = app.run(&["rollback", "--to", "v2"], &[]);
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(serving(&app).as_deref(), Some("v2"));
+    assert_eq!(app.serving().as_deref(), Some("v2"));
     assert_eq!(app.status_json()["live"]["version"], "v2");
 
     let releases = app.run(&["releases", "--output", "json"], &[]);
@@ -106,7 +93,7 @@ fn health_failures_leave_the_old_release_serving() {
             "{version}: the report has the container's logs\n{run}"
         );
         assert_eq!(
-            serving(&app).as_deref(),
+            app.serving().as_deref(),
             Some("v1"),
             "{version}: v1 still serves"
         );
@@ -139,7 +126,7 @@ fn verify_failure_after_the_switch_rolls_back() {
     let stats = load.stop();
     assert_eq!(run.code, 1, "{run}");
     assert!(run.stdout.contains("rolled back to v1"), "{run}");
-    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    assert_eq!(app.serving().as_deref(), Some("v1"));
     let status = app.status_json();
     assert_eq!(status["live"]["version"], "v1", "{status}");
     assert!(stats.sent > 0);
@@ -187,13 +174,13 @@ fn zero_downtime_through_deploy_and_rollbacks() {
     );
     // Everything served came from one of the releases; v3 may answer while it is briefly live.
     for body in stats.bodies.keys() {
-        let v = body_version(body).unwrap_or_default();
+        let v = support::body_version(body).unwrap_or_default();
         assert!(
             ["v1", "v2", "v3"].contains(&v.as_str()),
             "unexpected body {body}"
         );
     }
-    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    assert_eq!(app.serving().as_deref(), Some("v1"));
 }
 
 #[test]
@@ -275,7 +262,7 @@ fn sigint_during_health_wait_and_drain_keeps_the_old_release() {
 
     // During the health wait: v2 never becomes ready.
     interrupt_during(&app, "v2", &[("DEMO_MODE", "never_ready")], "[health]");
-    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    assert_eq!(app.serving().as_deref(), Some("v1"));
     assert!(!app.lock_exists(), "lock released");
     assert_eq!(app.status_json()["live"]["version"], "v1");
 
@@ -285,7 +272,7 @@ fn sigint_during_health_wait_and_drain_keeps_the_old_release() {
     std::thread::sleep(Duration::from_millis(300));
     interrupt_during(&app, "v3", &[], "==> switch");
     let _ = slow.join();
-    assert_eq!(serving(&app).as_deref(), Some("v1"), "traffic back on v1");
+    assert_eq!(app.serving().as_deref(), Some("v1"), "traffic back on v1");
     assert!(!app.lock_exists(), "lock released");
 }
 
@@ -297,7 +284,7 @@ fn proxy_restart_restores_the_route() {
     support::docker(&["restart", &format!("deployctl-proxy-{}-test", app.name)])
         .expect("restart proxy");
     assert!(
-        wait_until(Duration::from_secs(15), || serving(&app).as_deref()
+        wait_until(Duration::from_secs(15), || app.serving().as_deref()
             == Some("v1")),
         "route restored"
     );

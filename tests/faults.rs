@@ -13,23 +13,10 @@ use support::{App, Ended, Load, LoadStats, wait_until};
 /// Longest any single phase may take to show up on a loaded 2-core machine.
 const PHASE_WAIT: Duration = Duration::from_secs(90);
 
-fn body_version(body: &str) -> Option<String> {
-    body.split_whitespace()
-        .find_map(|w| w.strip_prefix("version="))
-        .map(str::to_string)
-}
-
-fn serving(app: &App) -> Option<String> {
-    app.get()
-        .ok()
-        .filter(|(s, _)| *s == 200)
-        .and_then(|(_, b)| body_version(&b))
-}
-
 fn deploy_ok(app: &App, version: &str) {
     let run = app.deploy(version, &[]);
     assert_eq!(run.code, 0, "deploy {version}: {run}");
-    assert_eq!(serving(app).as_deref(), Some(version));
+    assert_eq!(app.serving().as_deref(), Some(version));
 }
 
 fn assert_no_failed_requests(stats: &LoadStats, versions: &[&str]) {
@@ -41,7 +28,7 @@ fn assert_no_failed_requests(stats: &LoadStats, versions: &[&str]) {
         &stats.failures[..stats.failures.len().min(10)]
     );
     for body in stats.bodies.keys() {
-        let v = body_version(body).unwrap_or_default();
+        let v = support::body_version(body).unwrap_or_default();
         assert!(versions.contains(&v.as_str()), "unexpected body {body}");
     }
 }
@@ -144,7 +131,7 @@ fn reconcile_deploy(app: &App, next: &str, live_color: &str) -> support::Run {
     let leftover = app.container_id(&idle);
     let run = app.deploy(next, &[]);
     assert_eq!(run.code, 0, "the deploy after the kill: {run}");
-    assert_eq!(serving(app).as_deref(), Some(next));
+    assert_eq!(app.serving().as_deref(), Some(next));
     if let Some(old_id) = leftover {
         let new_id = app.container_id(&idle);
         assert!(
@@ -211,7 +198,7 @@ fn kill9_after_the_new_container_starts() {
         "v2 was left running, not live:\n{}",
         ended.stderr
     );
-    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    assert_eq!(app.serving().as_deref(), Some("v1"));
     let ledger = release_outcomes(&app);
     assert_eq!(
         ledger.last().map(|(v, o, _)| (v.as_str(), o.as_str())),
@@ -243,7 +230,7 @@ fn kill9_during_the_health_wait() {
         "[health] check failed",
     );
     assert!(ended.stderr.contains("==> health"), "{}", ended.stderr);
-    assert_eq!(serving(&app).as_deref(), Some("v1"));
+    assert_eq!(app.serving().as_deref(), Some("v1"));
     assert!(reconcile(&app, "v1", "v3"), "the lock was left behind");
     let stats = load.stop();
     assert_no_failed_requests(&stats, &["v1", "v3"]);
@@ -263,7 +250,7 @@ fn kill9_right_after_the_switch() {
     let load = Load::start(app.port, 40);
     let (_, ended) = deploy_killed_at(&app, "v2", &[], "✓ switch");
     // The switch completed before the kill: v2 serves, v1 was never stopped.
-    assert_eq!(serving(&app).as_deref(), Some("v2"), "{}", ended.stderr);
+    assert_eq!(app.serving().as_deref(), Some("v2"), "{}", ended.stderr);
     assert_eq!(app.container_running(&app.container("blue")), Some(true));
     assert!(reconcile(&app, "v2", "v3"), "the lock was left behind");
     let stats = load.stop();
@@ -305,7 +292,7 @@ fn kill9_during_the_drain() {
     });
     // The swap is done once v2 answers; the drain then waits for the slow request.
     assert!(
-        wait_until(Duration::from_secs(10), || serving(&app).as_deref()
+        wait_until(Duration::from_secs(10), || app.serving().as_deref()
             == Some("v2")),
         "the switch happened:\n{}",
         run.stderr()
@@ -333,7 +320,11 @@ fn kill9_during_the_drain() {
     let slow = slow.join().expect("slow request thread");
     let stats = load.stop();
     match slow {
-        Ok((200, body)) => assert_eq!(body_version(&body).as_deref(), Some("v1"), "{body}"),
+        Ok((200, body)) => assert_eq!(
+            support::body_version(&body).as_deref(),
+            Some("v1"),
+            "{body}"
+        ),
         other => panic!("the request in flight to v1 during the drain failed: {other:?}"),
     }
     assert_no_failed_requests(&stats, &["v1", "v2", "v3"]);
@@ -352,7 +343,7 @@ fn kill9_during_pruning() {
     // v3 replaces v2; with keep_releases = 1 the image of v1 goes.
     let (line, ended) = deploy_killed_at(&app, "v3", &[], "==> prune");
     assert!(line.contains(&image("v1")), "{line}\n{}", ended.stderr);
-    assert_eq!(serving(&app).as_deref(), Some("v3"));
+    assert_eq!(app.serving().as_deref(), Some("v3"));
     eprintln!(
         "during pruning: the image of v1 was {} when the kill landed",
         if exists("v1") {
@@ -383,7 +374,7 @@ fn live_container_killed_or_crashed() {
         .expect("kill");
     assert!(killed.success());
     assert!(
-        wait_until(Duration::from_secs(20), || serving(&app).as_deref()
+        wait_until(Duration::from_secs(20), || app.serving().as_deref()
             == Some("v1")),
         "Docker restarted the crashed app"
     );

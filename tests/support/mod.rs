@@ -215,6 +215,14 @@ impl App {
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("status JSON: {e}\n{run}"))
     }
 
+    /// The version that answers GET / through the proxy, if it answers 200.
+    pub fn serving(&self) -> Option<String> {
+        self.get()
+            .ok()
+            .filter(|(s, _)| *s == 200)
+            .and_then(|(_, b)| body_version(&b))
+    }
+
     /// GET / through the proxy with a fresh connection.
     pub fn get(&self) -> Result<(u16, String), String> {
         http_get(self.port, "/")
@@ -274,6 +282,13 @@ impl Drop for App {
             let _ = docker(&[obj[0], obj[1], &name]);
         }
     }
+}
+
+/// `version=…` in a demo-app answer.
+pub fn body_version(body: &str) -> Option<String> {
+    body.split_whitespace()
+        .find_map(|w| w.strip_prefix("version="))
+        .map(str::to_string)
 }
 
 pub fn docker(args: &[&str]) -> Result<String, String> {
