@@ -229,7 +229,23 @@ pub async fn ensure_proxy_image(engine: &dyn Engine, config: &Config) -> anyhow:
         .build_image_from_tar(tar, &tag, &labels)
         .await
         .map_err(engine_err)?;
+    prune_proxy_images(engine, &tag).await;
     Ok(tag)
+}
+
+/// Removes the proxy images of earlier deployctl binaries, and the untagged leftovers of two runs
+/// building the same tag at once. Docker refuses to remove an image a container still uses, so
+/// every running proxy keeps its own; those failures are expected and ignored.
+async fn prune_proxy_images(engine: &dyn Engine, keep: &str) {
+    let Ok(images) = engine.list_images(&[(labels::ROLE, "proxy")]).await else {
+        return;
+    };
+    for image in images.iter().filter(|i| !i.tags.iter().any(|t| t == keep)) {
+        let ours = image.tags.iter().all(|t| t.starts_with("deployctl-proxy:"));
+        if ours && engine.remove_image(&image.id).await.is_ok() {
+            tracing::debug!(image = %image.id, "removed an unused proxy image");
+        }
+    }
 }
 
 /// The proxy image this binary would build (without building it).
