@@ -233,17 +233,21 @@ pub async fn ensure_proxy_image(engine: &dyn Engine, config: &Config) -> anyhow:
     Ok(tag)
 }
 
-/// Removes the proxy images of earlier deployctl binaries, and the untagged leftovers of two runs
-/// building the same tag at once. Docker refuses to remove an image a container still uses, so
-/// every running proxy keeps its own; those failures are expected and ignored.
+/// Removes the proxy images of earlier deployctl binaries once unused. By tag, never by id: an
+/// untagged image may be another run's build that is about to be tagged. Docker refuses to remove
+/// an image a container still uses, so every running proxy keeps its own; those failures are
+/// expected and ignored.
 async fn prune_proxy_images(engine: &dyn Engine, keep: &str) {
     let Ok(images) = engine.list_images(&[(labels::ROLE, "proxy")]).await else {
         return;
     };
-    for image in images.iter().filter(|i| !i.tags.iter().any(|t| t == keep)) {
-        let ours = image.tags.iter().all(|t| t.starts_with("deployctl-proxy:"));
-        if ours && engine.remove_image(&image.id).await.is_ok() {
-            tracing::debug!(image = %image.id, "removed an unused proxy image");
+    let old_tags = images
+        .iter()
+        .flat_map(|i| i.tags.iter())
+        .filter(|t| t.starts_with("deployctl-proxy:") && t.as_str() != keep);
+    for tag in old_tags {
+        if engine.remove_image(tag).await.is_ok() {
+            tracing::debug!(image = %tag, "removed an unused proxy image");
         }
     }
 }
