@@ -450,16 +450,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         max_error_rate: config.verify.max_error_rate,
         max_p95_latency: config.verify.max_p95_latency.to_string(),
     });
-    if let Some(live) = &observed.live {
-        steps.push(Step::StopContainer {
-            container: live.container.clone(),
-            version: live.version.clone(),
-        });
-    }
-    steps.push(Step::RecordRelease {
-        version: req.version.clone(),
-        outcome: "live".into(),
-    });
+    steps.extend(go_live_steps(observed, &req.version));
     let prune = prune_images(loaded, observed, &req.version);
     if !prune.is_empty() {
         steps.push(Step::Prune { images: prune });
@@ -581,6 +572,24 @@ pub fn registry_target(config: &Config, version: &str) -> Option<String> {
         .as_deref()
         .unwrap_or(&config.app.name);
     Some(format!("{server}/{repository}:{version}"))
+}
+
+/// After the switch and its checks: the previous release stops (kept for rollback) and the new one
+/// is recorded live. Shared by deploy and rollback.
+fn go_live_steps(observed: &Observed, version: &str) -> Vec<Step> {
+    let mut steps: Vec<Step> = observed
+        .live
+        .iter()
+        .map(|live| Step::StopContainer {
+            container: live.container.clone(),
+            version: live.version.clone(),
+        })
+        .collect();
+    steps.push(Step::RecordRelease {
+        version: version.to_string(),
+        outcome: "live".into(),
+    });
+    steps
 }
 
 fn hook_steps(hook: &str, specs: &[CommandSpec]) -> Vec<Step> {
@@ -753,16 +762,7 @@ pub fn plan_rollback(
             built_proxy_image,
         ));
     }
-    if let Some(live) = &observed.live {
-        steps.push(Step::StopContainer {
-            container: live.container.clone(),
-            version: live.version.clone(),
-        });
-    }
-    steps.push(Step::RecordRelease {
-        version: target.version.clone(),
-        outcome: "live".into(),
-    });
+    steps.extend(go_live_steps(observed, &target.version));
     steps.push(Step::ReleaseLock { lock: names.lock() });
     steps.extend(hook_steps("on_rollback", &config.hooks.on_rollback));
     steps.extend(notify_steps(config, NotifyEvent::Rollback));
