@@ -233,16 +233,22 @@ pub async fn ensure_proxy_image(engine: &dyn Engine, config: &Config) -> anyhow:
     Ok(tag)
 }
 
+/// How old another binary's proxy image must be before it is pruned: a younger one may belong to a
+/// run of another deployctl build that has just built it and is about to create its container.
+const PROXY_IMAGE_GRACE_SECS: i64 = 15 * 60;
+
 /// Removes the proxy images of earlier deployctl binaries once unused. By tag, never by id: an
-/// untagged image may be another run's build that is about to be tagged. Docker refuses to remove
-/// an image a container still uses, so every running proxy keeps its own; those failures are
-/// expected and ignored.
+/// untagged image may be another run's build that is about to be tagged; and only once older than
+/// `PROXY_IMAGE_GRACE_SECS`, for the same reason. Docker refuses to remove an image a container
+/// still uses, so every running proxy keeps its own; those failures are expected and ignored.
 async fn prune_proxy_images(engine: &dyn Engine, keep: &str) {
     let Ok(images) = engine.list_images(&[(labels::ROLE, "proxy")]).await else {
         return;
     };
+    let cutoff = now_unix() as i64 - PROXY_IMAGE_GRACE_SECS;
     let old_tags = images
         .iter()
+        .filter(|i| i.created < cutoff)
         .flat_map(|i| i.tags.iter())
         .filter(|t| t.starts_with("deployctl-proxy:") && t.as_str() != keep);
     for tag in old_tags {

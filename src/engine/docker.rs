@@ -711,6 +711,7 @@ impl Engine for DockerEngine {
                     .filter(|t| t != "<none>:<none>")
                     .collect(),
                 labels: i.labels.into_iter().collect(),
+                created: i.created,
             })
             .collect())
     }

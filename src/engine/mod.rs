@@ -152,6 +152,8 @@ pub struct ImageInfo {
     pub id: String,
     pub tags: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: i64,
 }
 
 #[derive(Debug, Clone, Default)]
