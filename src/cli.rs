@@ -87,9 +87,9 @@ pub struct DeployArgs {
     /// Skip the configured test commands
     #[arg(long)]
     pub skip_tests: bool,
-    /// Wait up to this long for another deploy's lock (e.g. 2m)
-    #[arg(long, value_name = "DURATION")]
-    pub lock_wait: Option<String>,
+    /// Wait up to this long for another deploy's lock (e.g. 2m; at most 24h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_lock_wait)]
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -100,9 +100,23 @@ pub struct RollbackArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Wait up to this long for another deploy's lock
-    #[arg(long, value_name = "DURATION")]
-    pub lock_wait: Option<String>,
+    /// Wait up to this long for another deploy's lock (at most 24h)
+    #[arg(long, value_name = "DURATION", value_parser = parse_lock_wait)]
+    pub lock_wait: Option<std::time::Duration>,
+}
+
+/// The longest `--lock-wait`: a deploy that waits a day for a lock is waiting for nothing.
+pub const MAX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `--lock-wait`: a duration of at most [`MAX_LOCK_WAIT`], checked before anything runs.
+fn parse_lock_wait(value: &str) -> Result<std::time::Duration, String> {
+    let d = value.parse::<crate::config::Duration>()?.get();
+    if d > MAX_LOCK_WAIT {
+        return Err(format!(
+            "`{value}` is too long: the lock wait is at most 24h"
+        ));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +164,23 @@ pub struct RemoveArgs {
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_wait_is_bounded() {
+        assert_eq!(
+            parse_lock_wait("2m"),
+            Ok(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(parse_lock_wait("24h"), Ok(MAX_LOCK_WAIT));
+        assert!(parse_lock_wait("25h").is_err());
+        assert!(parse_lock_wait("18446744073709551615s").is_err());
+        assert!(parse_lock_wait("soon").is_err());
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1140,7 +1140,7 @@ async fn docker_healthy(
     container: &str,
     within: Duration,
 ) -> Result<(), String> {
-    let give_up = Instant::now() + within;
+    let give_up = crate::config::Duration::deadline(Instant::now(), within);
     loop {
         let state = engine
             .inspect_container(container)
@@ -1236,7 +1236,10 @@ async fn drain_leftover(session: &Session<'_>, container: &str) {
         "drain",
         format!("{open} request(s) still in flight to {container}"),
     );
-    let give_up = Instant::now() + session.loaded.config.deploy.drain_timeout.get();
+    let give_up = crate::config::Duration::deadline(
+        Instant::now(),
+        session.loaded.config.deploy.drain_timeout.get(),
+    );
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let open = in_flight().await;

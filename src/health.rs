@@ -373,6 +373,12 @@ impl Recent {
     }
 }
 
+/// `from + d`, with `d` bounded so no spec (it is JSON from outside) can overflow the instant.
+fn after(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d.min(crate::config::Duration::MAX))
+        .unwrap_or(from)
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -395,7 +401,7 @@ pub async fn wait_healthy(
 ) -> HealthOutcome {
     let client = Client::new();
     let start = Instant::now();
-    let deadline = start + Duration::from_millis(spec.deadline_ms);
+    let deadline = after(start, Duration::from_millis(spec.deadline_ms));
     let interval = Duration::from_millis(spec.interval_ms);
     let healthy_threshold = spec.healthy_threshold.max(1);
     let unhealthy_threshold = spec.unhealthy_threshold.max(1);
@@ -436,7 +442,7 @@ pub async fn wait_healthy(
             };
         }
         // A probe slower than the interval delays the next one; it never overlaps.
-        let next = (probe_start + interval).max(Instant::now());
+        let next = after(probe_start, interval).max(Instant::now());
         if next >= deadline {
             // No probe can start before the deadline: the outcome is known, but report it when
             // the deadline has really passed, as the configuration promised the target.
@@ -458,7 +464,7 @@ pub async fn watch(
 ) -> HealthOutcome {
     let client = Client::new();
     let start = Instant::now();
-    let end = start + window;
+    let end = after(start, window);
     let interval = Duration::from_millis(spec.interval_ms);
     let unhealthy_threshold = spec.unhealthy_threshold.max(1);
 
@@ -485,7 +491,7 @@ pub async fn watch(
             };
         }
         // A probe slower than the interval delays the next one; it never overlaps.
-        let next = (probe_start + interval).max(Instant::now());
+        let next = after(probe_start, interval).max(Instant::now());
         if next >= end {
             tokio::time::sleep_until(end).await;
             return HealthOutcome::Healthy {

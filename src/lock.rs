@@ -138,7 +138,7 @@ pub async fn acquire(
         mounts: vec![],
         stop_timeout: None,
     };
-    let give_up = Instant::now() + wait;
+    let give_up = crate::config::Duration::deadline(Instant::now(), wait);
     loop {
         match engine.create_container(&spec).await {
             Ok(_) => return Ok(()),

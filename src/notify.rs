@@ -270,7 +270,10 @@ async fn attempt(
     body: &serde_json::Value,
     per_attempt: Duration,
 ) -> Result<(), AttemptError> {
-    let deadline = Instant::now() + per_attempt;
+    let deadline = Instant::from_std(crate::config::Duration::deadline(
+        std::time::Instant::now(),
+        per_attempt,
+    ));
     let timed_out = || AttemptError {
         text: format!(
             "timed out after {}",

@@ -18,7 +18,7 @@ pub async fn deploy(g: &Global, out: &Output, args: DeployArgs) -> anyhow::Resul
         version: args.version,
         image: args.image,
         skip_tests: args.skip_tests,
-        lock_wait: super::parse_wait(args.lock_wait.as_deref())?,
+        lock_wait: args.lock_wait.unwrap_or_default(),
     };
     if args.dry_run {
         let engine = super::connect(&loaded).await.ok();
@@ -43,7 +43,7 @@ pub async fn rollback(g: &Global, out: &Output, args: RollbackArgs) -> anyhow::R
         print_plan(out, &plan);
         return Ok(ExitCode::Ok);
     }
-    let wait = super::parse_wait(args.lock_wait.as_deref())?;
+    let wait = args.lock_wait.unwrap_or_default();
     let report = interruptible(
         &session,
         deploy::rollback(&session, args.to.as_deref(), wait),

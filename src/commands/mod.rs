@@ -92,13 +92,3 @@ pub async fn signal() -> Signal {
         _ = term.recv() => Signal::Term,
     }
 }
-
-pub fn parse_wait(value: Option<&str>) -> anyhow::Result<std::time::Duration> {
-    match value {
-        None => Ok(std::time::Duration::ZERO),
-        Some(v) => v
-            .parse::<crate::config::Duration>()
-            .map(|d| d.get())
-            .map_err(|e| Error::Usage(format!("--lock-wait: {e}")).into()),
-    }
-}

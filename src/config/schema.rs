@@ -371,6 +371,9 @@ pub enum NotifyEvent {
 pub struct Duration(pub StdDuration);
 
 impl Duration {
+    /// The longest duration deployctl accepts anywhere (config or flags): far beyond any real
+    /// timeout, and far from the overflow of `Instant + Duration`.
+    pub const MAX: StdDuration = StdDuration::from_secs(30 * 24 * 3600);
     pub const fn from_secs(secs: u64) -> Self {
         Duration(StdDuration::from_secs(secs))
     }
@@ -379,6 +382,18 @@ impl Duration {
     }
     pub fn get(self) -> StdDuration {
         self.0
+    }
+    /// `from + d` with `d` capped at [`Duration::MAX`]: never the overflow panic of `Instant + Duration`.
+    pub fn deadline(from: std::time::Instant, d: StdDuration) -> std::time::Instant {
+        let d = d.min(Self::MAX);
+        from.checked_add(d).unwrap_or(from)
+    }
+    /// Why a duration over [`Duration::MAX`] is refused.
+    pub fn too_long() -> String {
+        format!(
+            "durations are at most {}",
+            humantime::format_duration(Self::MAX)
+        )
     }
 }
 
@@ -389,11 +404,13 @@ impl std::str::FromStr for Duration {
         if trimmed == "0" {
             return Ok(Duration(StdDuration::ZERO));
         }
-        humantime::parse_duration(trimmed)
-            .map(Duration)
-            .map_err(|e| {
-                format!("`{s}` is not a duration ({e}); write it like `500ms`, `2s` or `1m30s`")
-            })
+        let d = humantime::parse_duration(trimmed).map_err(|e| {
+            format!("`{s}` is not a duration ({e}); write it like `500ms`, `2s` or `1m30s`")
+        })?;
+        if d > Self::MAX {
+            return Err(format!("`{s}` is too long: {}", Self::too_long()));
+        }
+        Ok(Duration(d))
     }
 }
 

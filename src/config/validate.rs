@@ -330,10 +330,10 @@ fn check_parse<T: std::str::FromStr>(
         return;
     }
     let (message, hint) = if what == "duration" {
-        let reason = humantime::parse_duration(s.trim())
-            .err()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
+        let reason = match humantime::parse_duration(s.trim()) {
+            Err(e) => format!(": {e}"),
+            Ok(_) => format!(": {}", Duration::too_long()),
+        };
         (format!("invalid duration `{s}`{reason}"), DURATION_HINT)
     } else {
         (format!("invalid size `{s}`"), SIZE_HINT)

@@ -93,7 +93,9 @@ impl DockerEngine {
 
     /// A client whose request limit covers an operation the daemon itself takes `extra` for.
     fn with_timeout(&self, extra: Duration) -> Docker {
-        self.docker.clone().with_timeout(REQUEST_TIMEOUT + extra)
+        self.docker
+            .clone()
+            .with_timeout(REQUEST_TIMEOUT.saturating_add(extra))
     }
 
     async fn run_build(
