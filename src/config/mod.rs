@@ -2,6 +2,7 @@
 
 mod interpolate;
 pub mod load;
+pub mod read;
 pub mod schema;
 mod tree;
 mod validate;
