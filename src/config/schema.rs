@@ -205,7 +205,7 @@ pub struct DeploySettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Proxy {
-    /// Host address the proxy publishes: `PORT` or `IP:PORT`.
+    /// Host address the proxy publishes: `PORT` or `IP:PORT` (a bare port may be an integer).
     #[serde(default = "default_listen")]
     pub listen: String,
     /// Use this proxy image instead of building one from the deployctl binary.

@@ -16,7 +16,27 @@ const SIZE_HINT: &str = "write a size like `512MiB`, `2GiB` or `1GB`";
 
 /// Schema checks. Nodes with an error are marked poisoned so the value rules skip them.
 pub(crate) fn check_schema(root: &mut Node, schema: &J, errors: &mut Errors<'_>) {
+    integer_listen_as_string(root);
     Walker { root: schema }.check(root, schema, "", errors);
+}
+
+/// `proxy.listen = 18090` means the same as `"18090"` (the listen checks then judge the port).
+fn integer_listen_as_string(root: &mut Node) {
+    let Value::Table(top) = &mut root.value else {
+        return;
+    };
+    let Some(Value::Table(proxy)) = top
+        .iter_mut()
+        .find(|e| e.key == "proxy")
+        .map(|e| &mut e.node.value)
+    else {
+        return;
+    };
+    if let Some(listen) = proxy.iter_mut().find(|e| e.key == "listen")
+        && let Value::Integer(port) = listen.node.value
+    {
+        listen.node.value = Value::String(port.to_string());
+    }
 }
 
 struct Walker<'s> {
