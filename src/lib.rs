@@ -21,6 +21,7 @@ pub mod output;
 pub mod plan;
 pub mod prereq;
 pub mod proxy;
+pub mod public_url;
 pub mod redact;
 pub mod remove;
 pub mod report;

@@ -365,15 +365,15 @@ pub fn listen_parts(listen: &str) -> (String, u16) {
     }
 }
 
-/// The address users reach the app at.
+/// The address users reach the app at (`DOCKER_HOST` stands in for an unset `docker.host`).
 pub fn public_url(config: &Config) -> String {
-    let (ip, port) = listen_parts(&config.proxy.listen);
-    let host = if ip.is_empty() || ip == "0.0.0.0" {
-        "localhost".to_string()
-    } else {
-        ip
-    };
-    format!("http://{host}:{port}")
+    let env_host = std::env::var("DOCKER_HOST").ok();
+    let engine = config.docker.host.as_deref().or(env_host.as_deref());
+    crate::public_url::derive(
+        &config.proxy.listen,
+        engine,
+        config.proxy.public_url.as_deref(),
+    )
 }
 
 pub fn health_url(config: &Config, container: &str) -> String {

@@ -211,6 +211,10 @@ pub struct Proxy {
     /// Use this proxy image instead of building one from the deployctl binary.
     #[serde(default)]
     pub image: Option<String>,
+    /// The URL users reach the app at, printed by deploy and status (default: derived from
+    /// `docker.host` and `listen`).
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// Health gating.

@@ -412,6 +412,16 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
             Some("write `PORT` or `IP:PORT`, such as `80` or `0.0.0.0:443`".to_owned()),
         );
     }
+    if let Some((node, s)) = v.string(&["proxy", "public_url"])
+        && let Err(reason) = check_url(s)
+    {
+        errors.push(
+            node.loc,
+            "proxy.public_url",
+            format!("invalid public URL `{s}`: {reason}"),
+            Some("write an http:// or https:// URL, such as `https://shop.example.com`".to_owned()),
+        );
+    }
     for path in [
         &["health", "healthy_threshold"][..],
         &["health", "unhealthy_threshold"],
