@@ -218,7 +218,7 @@ cases = [
      ["DOCKER_HOST=", "deploy", "--env", "staging", f"$(touch", f"{pwned})", "`touch",
       f"{pwned}`", ";touch", pwned]),
     ({"INPUT_VERSION": "v1.2", "INPUT_DOCKER_HOST": "ssh://deploy@host"},
-     ["DOCKER_HOST=ssh://deploy@host", "deploy", "--env", "staging", "--version", "v1.2"]),
+     ["DOCKER_HOST=ssh://deploy@host", "deploy", "--env", "staging", "--release", "v1.2"]),
     ({"INPUT_COMMAND": "rollback", "INPUT_VERSION": "3f2a"},
      ["DOCKER_HOST=", "rollback", "--env", "staging", "--to", "3f2a"]),
     ({"INPUT_COMMAND": "status"}, ["DOCKER_HOST=", "status", "--env", "staging"]),

@@ -582,9 +582,9 @@ D_TOTAL=() D_OVER=() D_NOBUILD=() S_TOTAL=() S_OVER=() S_NOBUILD=()
 # dctl_deploy VERSION KIND(first|steady): one timed `deployctl deploy`, with its row.
 dctl_deploy() {
     local v=$1 kind=$2 t0 t1 rc wall f="$WORK/deploy-$1.json"
-    log "section 4: deployctl deploy --version $v ($APP_NAME)"
+    log "section 4: deployctl deploy --release $v ($APP_NAME)"
     t0=$(now_us)
-    BENCH_TIME_FILE="$WORK/time-$v.txt" BENCH_BUILD_VERSION=$v dctl_app deploy --version "$v" --output json >"$f" 2>"$WORK/deploy-$v.err"
+    BENCH_TIME_FILE="$WORK/time-$v.txt" BENCH_BUILD_VERSION=$v dctl_app deploy --release "$v" --output json >"$f" 2>"$WORK/deploy-$v.err"
     rc=$?
     t1=$(now_us)
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", (b - a) / 1000 }')
@@ -721,7 +721,7 @@ EOF
     # The proxy image deployctl builds out of this binary (named by the binary's size and mtime,
     # as the dry-run plan shows): removed at the end unless it was there before.
     local proxy_image
-    proxy_image=$(dctl_app deploy --dry-run --version b1 --output json 2>/dev/null |
+    proxy_image=$(dctl_app deploy --dry-run --release b1 --output json 2>/dev/null |
         jq -r '[.. | objects | .image? // empty | strings | select(startswith("deployctl-proxy:"))][0] // empty')
     if [[ -n $proxy_image ]] && ! docker image inspect "$proxy_image" >/dev/null 2>&1; then
         PROXY_IMAGE=$proxy_image
@@ -846,7 +846,7 @@ section_zero_downtime() {
         local v="z$i"
         versions+="$v "
         t0=$(now_us)
-        BENCH_BUILD_VERSION=$v dctl_app deploy --version "$v" --output json >"$WORK/zd-deploy-$v.json" 2>&1
+        BENCH_BUILD_VERSION=$v dctl_app deploy --release "$v" --output json >"$WORK/zd-deploy-$v.json" 2>&1
         rc=$?
         t1=$(now_us)
         ops+=("$(ms_between "$start_us" "$t0" | awk '{ printf "%.1f", $1 / 1000 }')–$(ms_between "$start_us" "$t1" | awk '{ printf "%.1f", $1 / 1000 }') s deploy $v (exit $rc)")
@@ -912,7 +912,7 @@ section_cli() {
             cmd="$DCTL --help"
             target=20
         else
-            cmd="$DCTL deploy --env staging --dry-run --version bench"
+            cmd="$DCTL deploy --env staging --dry-run --release bench"
             target=300
         fi
         log "hyperfine: $cmd"

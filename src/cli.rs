@@ -32,7 +32,8 @@ pub struct Global {
     /// Output format
     #[arg(long, global = true, value_enum, default_value = "human")]
     pub output: Format,
-    /// More detail (-v streams build and health output, -vv debug logs, -vvv trace)
+    /// More detail: -v streams build, test, hook and health-check output with info logs; -vv debug
+    /// logs; -vvv trace logs (DEPLOYCTL_LOG overrides the log level)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors and the final result
@@ -78,8 +79,9 @@ pub struct DeployArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Release version (default: the git HEAD short sha, `-dirty` when the tree has changes)
-    #[arg(long, value_name = "VERSION")]
+    /// Release version (default: the git HEAD short sha, `-dirty` when the tree has changes);
+    /// not `--version`, which is deployctl's own version
+    #[arg(long = "release", value_name = "VERSION")]
     pub version: Option<String>,
     /// Deploy this existing image instead of building one
     #[arg(long, value_name = "TAG")]

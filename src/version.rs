@@ -69,7 +69,7 @@ pub fn resolve(explicit: Option<&str>, root: &Path) -> Result<String, Error> {
     }
     let state = git_state(root).map_err(|reason| {
         Error::Usage(format!(
-            "cannot derive the release version: {reason}\n  hint: pass --version VERSION"
+            "cannot derive the release version: {reason}\n  hint: pass --release VERSION"
         ))
     })?;
     Ok(if state.dirty {

@@ -163,7 +163,7 @@ fn deploy_help() {
     run.assert_code(0);
     for flag in [
         "--dry-run",
-        "--version <VERSION>",
+        "--release <VERSION>",
         "--image <TAG>",
         "--env <ENV>",
     ] {
@@ -498,7 +498,7 @@ fn dry_run_args(extra: &[&'static str]) -> Vec<&'static str> {
         "--env",
         "staging",
         "--dry-run",
-        "--version",
+        "--release",
         "v-test",
     ];
     args.extend_from_slice(extra);
@@ -625,7 +625,7 @@ fn dry_run_runs_no_command_and_writes_nothing() {
         &["-vvv"][..],
         &["--skip-tests"][..],
     ] {
-        let mut args = vec!["deploy", "--env", "staging", "--dry-run", "--version", "v1"];
+        let mut args = vec!["deploy", "--env", "staging", "--dry-run", "--release", "v1"];
         args.extend_from_slice(extra);
         let run = deployctl(tmp.path(), &args);
         run.assert_code(0);
@@ -751,7 +751,7 @@ fn secrets_never_printed_by_config() {
 #[test]
 fn secrets_never_printed_by_dry_runs() {
     let tmp = secrets_dir();
-    let base = ["deploy", "--env", "staging", "--dry-run", "--version", "v1"];
+    let base = ["deploy", "--env", "staging", "--dry-run", "--release", "v1"];
     let human = deployctl(tmp.path(), &base);
     human.assert_code(0);
     assert_no_secret("deploy --dry-run", &human);
@@ -795,7 +795,7 @@ fn secrets_never_printed_in_errors() {
     let tmp = secrets_dir();
     for args in [
         &["config", "--env", "broken"][..],
-        &["deploy", "--env", "broken", "--dry-run", "--version", "v1"][..],
+        &["deploy", "--env", "broken", "--dry-run", "--release", "v1"][..],
     ] {
         let run = deployctl(tmp.path(), args);
         run.assert_code(2);

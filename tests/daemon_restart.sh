@@ -221,7 +221,7 @@ serving() { curl -fsS -m 2 "$URL" 2>/dev/null | grep -o 'version=[^ ]*' | cut -d
 # stopped (a manual stop that the restart policy must respect).
 for v in v1 v2; do
     log "deploy $v ($APP_NAME on 127.0.0.1:$PORT)"
-    dctl deploy --version "$v" >"$WORK/deploy-$v.log" 2>&1 || {
+    dctl deploy --release "$v" >"$WORK/deploy-$v.log" 2>&1 || {
         cat "$WORK/deploy-$v.log" >&2
         fail "deploy $v"
     }
@@ -282,7 +282,7 @@ grep -q "previous: v1" <<<"$status" || {
 
 # deployctl keeps working on the restored proxy, network and ledger.
 log "deploy v3 and roll back after the restart"
-dctl deploy --version v3 >"$WORK/deploy-v3.log" 2>&1 || {
+dctl deploy --release v3 >"$WORK/deploy-v3.log" 2>&1 || {
     cat "$WORK/deploy-v3.log" >&2
     fail "deploy v3 after the restart"
 }

@@ -191,7 +191,7 @@ fn two_deploys_at_once_one_is_locked_out() {
     // A slow start keeps the first deploy inside the lock long enough.
     let first = app
         .command(
-            &["deploy", "--version", "v2"],
+            &["deploy", "--release", "v2"],
             &[("DEMO_MODE", "slow"), ("DEMO_SLOW_MS", "800")],
         )
         .spawn()
@@ -218,7 +218,7 @@ fn two_deploys_at_once_one_is_locked_out() {
 
 fn interrupt_during(app: &App, version: &str, env: &[(&str, &str)], wait_for: &str) {
     let mut child = app
-        .command(&["deploy", "--version", version, "-v"], env)
+        .command(&["deploy", "--release", version, "-v"], env)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -303,7 +303,7 @@ fn proxy_restart_restores_the_route() {
 fn dry_run_changes_nothing() {
     let app = App::new("dctdry");
     let run = app.run(
-        &["deploy", "--dry-run", "--version", "v9", "--output", "json"],
+        &["deploy", "--dry-run", "--release", "v9", "--output", "json"],
         &[],
     );
     assert_eq!(run.code, 0, "{run}");

@@ -40,7 +40,7 @@ fn deploy_killed_at(
     env: &[(&str, &str)],
     trigger: &str,
 ) -> (String, Ended) {
-    let mut run = app.spawn_watched(&["deploy", "--version", version], env, trigger);
+    let mut run = app.spawn_watched(&["deploy", "--release", version], env, trigger);
     let line = run.wait_trigger(PHASE_WAIT);
     let ended = run.kill9();
     assert_eq!(
@@ -104,7 +104,7 @@ fn reconcile_lock(app: &App, expect_live: &str, next: &str) -> (bool, String) {
         assert!(lock.stdout.contains("lock release --force"), "{lock}");
         // An existing image: no build before the lock is tried.
         let live_image = format!("{}:{expect_live}", app.name);
-        let blocked = app.run(&["deploy", "--version", next, "--image", &live_image], &[]);
+        let blocked = app.run(&["deploy", "--release", next, "--image", &live_image], &[]);
         assert_eq!(blocked.code, 3, "a stale lock still blocks: {blocked}");
         assert!(
             blocked.stderr.contains("lock release --force"),
@@ -282,7 +282,7 @@ fn kill9_during_the_drain() {
     let app = App::with_overlay("dctk9d", "0s", "[deploy]\ndrain_timeout = \"40s\"\n");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
-    let mut run = app.spawn_watched(&["deploy", "--version", "v2"], &[], "✓ start");
+    let mut run = app.spawn_watched(&["deploy", "--release", "v2"], &[], "✓ start");
     run.wait_trigger(PHASE_WAIT);
     // In flight to v1 when the switch happens, and still for most of drain_timeout after it: it
     // must finish on v1 although deployctl dies and the next deploy comes.

@@ -379,7 +379,7 @@ timeout = "20s"
     )
     .expect("break the Dockerfile");
     app.commit("break the build");
-    let run = app.run(&["deploy", "--version", "v3", "--skip-tests"], &[]);
+    let run = app.run(&["deploy", "--release", "v3", "--skip-tests"], &[]);
     assert_eq!(run.code, 1, "{run}");
     assert!(
         run.stdout.to_lowercase().contains("missing-file"),
@@ -400,7 +400,7 @@ timeout = "20s"
     )
     .expect("restore");
     app.commit("fix the build");
-    let run = app.run(&["deploy", "--version", "v4", "--skip-tests"], &[]);
+    let run = app.run(&["deploy", "--release", "v4", "--skip-tests"], &[]);
     assert_eq!(run.code, 0, "{run}");
     let last = releases(&app).last().cloned().expect("a record");
     assert_eq!(

@@ -207,7 +207,7 @@ impl App {
     }
 
     pub fn deploy(&self, version: &str, env: &[(&str, &str)]) -> Run {
-        self.run(&["deploy", "--version", version], env)
+        self.run(&["deploy", "--release", version], env)
     }
 
     pub fn status_json(&self) -> serde_json::Value {
