@@ -573,9 +573,9 @@ dctl_app() {
 
 # phase_ms JSON_FILE PHASE → summed elapsed of the finished phases with that name
 phase_ms() {
-    jq -r --arg p "$2" '[.events[]? | select(.event == "phase_finished" and .phase == $p) | .elapsed] | add // 0' "$1"
+    jq -r --arg p "$2" '[.events[]? | select(.event == "phase_finished" and .phase == $p) | .elapsed_ms] | add // 0' "$1"
 }
-phases_of() { jq -r '[.events[]? | select(.event == "phase_finished") | "\(.phase) \(.elapsed)"] | join(", ")' "$1"; }
+phases_of() { jq -r '[.events[]? | select(.event == "phase_finished") | "\(.phase) \(.elapsed_ms)"] | join(", ")' "$1"; }
 
 D_TOTAL=() D_OVER=() D_NOBUILD=() S_TOTAL=() S_OVER=() S_NOBUILD=()
 

@@ -19,7 +19,8 @@ pub enum Event {
     PhaseFinished {
         phase: String,
         ok: bool,
-        #[serde(serialize_with = "ser_ms")]
+        /// Serialized as `elapsed_ms`: whole milliseconds.
+        #[serde(rename = "elapsed_ms", serialize_with = "ser_ms")]
         elapsed: Duration,
         detail: String,
     },
