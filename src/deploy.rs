@@ -719,7 +719,7 @@ async fn execute(
         git_sha: crate::version::git_state(&session.loaded.root)
             .ok()
             .map(|g| g.sha),
-        author: Some(lock::whoami().0),
+        author: Some(crate::version::author(&session.loaded.root)),
         started_at: now_unix(),
         finished_at: None,
         duration_ms: None,

@@ -44,6 +44,40 @@ pub fn git_state(root: &Path) -> Result<GitState, String> {
     })
 }
 
+/// The ledger's author of a release: `GITHUB_ACTOR` in GitHub Actions, else the author of the
+/// git HEAD commit, else `$USER`.
+pub fn author(root: &Path) -> String {
+    let var = |name: &str| std::env::var(name).ok();
+    pick_author(
+        var("GITHUB_ACTIONS").as_deref() == Some("true"),
+        var("GITHUB_ACTOR"),
+        head_author(root),
+        var("USER"),
+    )
+}
+
+fn pick_author(
+    in_actions: bool,
+    actor: Option<String>,
+    git: Option<String>,
+    user: Option<String>,
+) -> String {
+    let actor = actor.filter(|_| in_actions);
+    [actor, git, user]
+        .into_iter()
+        .flatten()
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn head_author(root: &Path) -> Option<String> {
+    let repo = git2::Repository::discover(root).ok()?;
+    let commit = repo.head().ok()?.peel_to_commit().ok()?;
+    let author = commit.author();
+    author.name().ok().map(str::to_string)
+}
+
 /// Valid as a Docker tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 pub fn validate_version(version: &str) -> Result<(), Error> {
     let mut chars = version.chars();
@@ -82,6 +116,16 @@ pub fn resolve(explicit: Option<&str>, root: &Path) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn item19_author_is_actor_in_actions_then_git_author_then_user() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(pick_author(true, s("octo"), s("Ann"), s("bob")), "octo");
+        assert_eq!(pick_author(false, s("octo"), s("Ann"), s("bob")), "Ann");
+        assert_eq!(pick_author(true, s(""), s("Ann"), s("bob")), "Ann");
+        assert_eq!(pick_author(true, None, None, s("bob")), "bob");
+        assert_eq!(pick_author(false, None, None, None), "unknown");
+    }
 
     #[test]
     fn versions_must_be_docker_tags() {
