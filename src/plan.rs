@@ -123,6 +123,15 @@ pub enum Step {
         interval: String,
         timeout: String,
         deadline: String,
+        /// The other rules of each check; header values are always shown as `***`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        headers: std::collections::BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expect_body: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expect_json: Option<crate::config::ExpectJson>,
     },
     Switch {
         from: Option<String>,
@@ -248,14 +257,35 @@ impl Step {
                 interval,
                 timeout,
                 deadline,
-            } => format!(
-                "wait for {healthy_threshold} consecutive passing checks of {url} (status {}, every {interval}, timeout {timeout}, deadline {deadline})",
-                expect_status
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join("|")
-            ),
+                host,
+                headers,
+                expect_body,
+                expect_json,
+            } => {
+                let mut rules = String::new();
+                if let Some(b) = expect_body {
+                    rules.push_str(&format!(", body contains {b:?}"));
+                }
+                if let Some(j) = expect_json {
+                    rules.push_str(&format!(", JSON {} = {:?}", j.pointer, j.equals));
+                }
+                if let Some(h) = host {
+                    rules.push_str(&format!(", Host: {h}"));
+                }
+                if !headers.is_empty() {
+                    let list: Vec<String> =
+                        headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                    rules.push_str(&format!(", headers {}", list.join(", ")));
+                }
+                format!(
+                    "wait for {healthy_threshold} consecutive passing checks of {url} (status {}, every {interval}, timeout {timeout}, deadline {deadline}{rules})",
+                    expect_status
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join("|")
+                )
+            }
             Step::Switch {
                 from,
                 to,
@@ -553,6 +583,14 @@ fn swap_steps(
         interval: h.interval.to_string(),
         timeout: h.timeout.to_string(),
         deadline: h.deadline.to_string(),
+        host: h.host.clone(),
+        headers: h
+            .headers
+            .keys()
+            .map(|k| (k.clone(), "***".into()))
+            .collect(),
+        expect_body: h.expect_body.clone(),
+        expect_json: h.expect_json.clone(),
     });
     steps.extend(hook_steps("pre_deploy", &config.hooks.pre_deploy));
     steps.push(Step::Switch {
