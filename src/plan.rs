@@ -132,6 +132,9 @@ pub enum Step {
         expect_body: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         expect_json: Option<crate::config::ExpectJson>,
+        /// `health.docker_cmd`: Docker's own HEALTHCHECK must pass too.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        docker_cmd: Option<Vec<String>>,
     },
     Switch {
         from: Option<String>,
@@ -261,6 +264,7 @@ impl Step {
                 headers,
                 expect_body,
                 expect_json,
+                docker_cmd,
             } => {
                 let mut rules = String::new();
                 if let Some(b) = expect_body {
@@ -271,6 +275,9 @@ impl Step {
                 }
                 if let Some(h) = host {
                     rules.push_str(&format!(", Host: {h}"));
+                }
+                if let Some(cmd) = docker_cmd {
+                    rules.push_str(&format!(", Docker HEALTHCHECK {}", shell_words::join(cmd)));
                 }
                 if !headers.is_empty() {
                     let list: Vec<String> =
@@ -591,6 +598,7 @@ fn swap_steps(
             .collect(),
         expect_body: h.expect_body.clone(),
         expect_json: h.expect_json.clone(),
+        docker_cmd: h.docker_cmd.clone(),
     });
     steps.extend(hook_steps("pre_deploy", &config.hooks.pre_deploy));
     steps.push(Step::Switch {
