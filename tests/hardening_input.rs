@@ -249,7 +249,7 @@ fn item19_dry_run_shows_every_health_rule_with_header_values_redacted() {
     let toml = app.root().join("deploy.toml");
     let text = std::fs::read_to_string(&toml).expect("read").replace(
         "expect_json = { pointer = \"/status\", equals = \"ok\" }",
-        "expect_json = { pointer = \"/status\", equals = \"ok\" }\nexpect_body = \"version=\"\nheaders = { Authorization = \"Bearer ${INP_TOKEN}\", X-Probe = \"plain-value\" }",
+        "expect_json = { pointer = \"/status\", equals = \"ok\" }\nexpect_body = \"version=\"\nheaders = { Authorization = \"Bearer ${INP_TOKEN}\", X-Probe = \"plain-value\" }\ndocker_cmd = [\"/demo-app\", \"--probe\"]",
     );
     std::fs::write(&toml, text).expect("write");
     app.commit("health rules");
@@ -263,6 +263,7 @@ fn item19_dry_run_shows_every_health_rule_with_header_values_redacted() {
         "version=",
         "Authorization: ***",
         "X-Probe: ***",
+        "Docker HEALTHCHECK /demo-app --probe",
     ] {
         assert!(human.stdout.contains(part), "{part}: {human}");
     }
@@ -285,6 +286,7 @@ fn item19_dry_run_shows_every_health_rule_with_header_values_redacted() {
     assert_eq!(wait["expect_json"]["equals"], "ok", "{wait}");
     assert_eq!(wait["headers"]["Authorization"], "***", "{wait}");
     assert_eq!(wait["headers"]["X-Probe"], "***", "{wait}");
+    assert_eq!(wait["docker_cmd"][1], "--probe", "{wait}");
 }
 
 #[test]
@@ -341,4 +343,31 @@ fn item19_phase_events_say_their_unit() {
         assert!(e["elapsed_ms"].is_u64(), "{e}");
         assert!(e.get("elapsed").is_none(), "{e}");
     }
+}
+
+/// The tests table of README.md is valid Markdown: every row has the header's two cells and ends
+/// with `|`, and a blank line ends the table (text glued to the last row became a third cell).
+#[test]
+fn item19_readme_tests_table_is_well_formed() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let lines: Vec<&str> = readme.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == "| file | what |")
+        .expect("the tests table");
+    let mut end = start;
+    while end < lines.len() && lines[end].starts_with('|') {
+        let row = lines[end].trim_end();
+        assert!(row.ends_with('|'), "row does not end with `|`: {row}");
+        let cells = row.trim_matches('|').split('|').count();
+        assert_eq!(cells, 2, "row with {cells} cells: {row}");
+        end += 1;
+    }
+    assert!(end - start > 3, "the table has rows");
+    assert_eq!(
+        lines.get(end).map(|l| l.trim()),
+        Some(""),
+        "a blank line after the table"
+    );
 }
