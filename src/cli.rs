@@ -112,13 +112,14 @@ pub const MAX_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(24
 
 /// `--lock-wait`: a duration of at most [`MAX_LOCK_WAIT`], checked before anything runs.
 fn parse_lock_wait(value: &str) -> Result<std::time::Duration, String> {
-    let d = value.parse::<crate::config::Duration>()?.get();
-    if d > MAX_LOCK_WAIT {
-        return Err(format!(
-            "`{value}` is too long: the lock wait is at most 24h"
-        ));
+    let too_long = || format!("`{value}` is too long: the lock wait is at most 24h");
+    match value.parse::<crate::config::Duration>() {
+        Ok(d) if d.get() <= MAX_LOCK_WAIT => Ok(d.get()),
+        Ok(_) => Err(too_long()),
+        // Longer than any config duration, yet a duration.
+        Err(_) if humantime::parse_duration(value.trim()).is_ok() => Err(too_long()),
+        Err(e) => Err(e),
     }
-    Ok(d)
 }
 
 #[derive(Debug, Args)]
@@ -180,7 +181,8 @@ mod tests {
         );
         assert_eq!(parse_lock_wait("24h"), Ok(MAX_LOCK_WAIT));
         assert!(parse_lock_wait("25h").is_err());
-        assert!(parse_lock_wait("18446744073709551615s").is_err());
+        let huge = parse_lock_wait("18446744073709551615s").unwrap_err();
+        assert!(huge.contains("at most 24h"), "{huge}");
         assert!(parse_lock_wait("soon").is_err());
     }
 }

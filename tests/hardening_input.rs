@@ -77,6 +77,7 @@ fn item13_huge_lock_wait_exits_2_before_building() {
     let run = app.run(&["deploy", "--lock-wait", "18446744073709551615s"], &[]);
     assert_eq!(run.code, 2, "{run}");
     assert!(run.stderr.contains("--lock-wait"), "{run}");
+    assert!(run.stderr.contains("at most 24h"), "{run}");
     assert!(!run.stderr.contains("panicked"), "{run}");
     assert!(
         app_images(&app).trim().is_empty(),
