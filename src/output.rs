@@ -47,6 +47,18 @@ pub fn redact(text: &str) -> String {
     }
 }
 
+/// A command as shown to people, `shell_words::join` of its redacted arguments: each argument is
+/// redacted BEFORE it is quoted, since quoting a secret that holds quotes, spaces or `$` changes
+/// its text and the redactor would no longer find it.
+pub fn shell_join(argv: &[String]) -> String {
+    shell_words::join(argv.iter().map(|a| redact(a)))
+}
+
+/// `shell_words::quote` of the redacted `arg` (see [`shell_join`]).
+pub fn shell_quote(arg: &str) -> String {
+    shell_words::quote(&redact(arg)).into_owned()
+}
+
 /// Redacts every string inside a JSON value.
 pub fn redact_json(value: &mut Value) {
     match value {
