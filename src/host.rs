@@ -141,7 +141,7 @@ pub async fn proxy_record(
     names: &Names,
     record: &ReleaseRecord,
 ) -> anyhow::Result<()> {
-    let json = serde_json::to_string(&ledger_safe(record)?)?;
+    let json = serde_json::to_string(&ledger_safe(record))?;
     proxy_exec(engine, names, &["record"], Some(json), &no_lines)
         .await
         .map(|_| ())
@@ -150,17 +150,16 @@ pub async fn proxy_record(
 /// Longest failure reason kept in the ledger; a longer one keeps its end, where the error is.
 pub const MAX_REASON_BYTES: usize = 8 * 1024;
 
-/// A record fit for the ledger: every string redacted (hook output can echo a secret, and the
-/// ledger is readable by anyone with `docker exec`), and the reason cut to its last
-/// [`MAX_REASON_BYTES`].
-fn ledger_safe(record: &ReleaseRecord) -> anyhow::Result<ReleaseRecord> {
-    let mut value = serde_json::to_value(record)?;
-    crate::output::redact_json(&mut value);
-    let mut safe: ReleaseRecord = serde_json::from_value(value)?;
+/// A record fit for the ledger: its reason, the one field of free text (it quotes hook and test
+/// output, health bodies, logs, which can echo a secret), redacted and cut to its last
+/// [`MAX_REASON_BYTES`]. The ledger is readable by anyone with `docker exec`. Names, versions and
+/// image references are left as they are: rollback looks them up.
+fn ledger_safe(record: &ReleaseRecord) -> ReleaseRecord {
+    let mut safe = record.clone();
     if let Some(reason) = &mut safe.reason {
-        *reason = keep_tail(reason, MAX_REASON_BYTES);
+        *reason = keep_tail(&crate::output::redact(reason), MAX_REASON_BYTES);
     }
-    Ok(safe)
+    safe
 }
 
 /// `text` if it fits in `max` bytes, else `[… N bytes cut …]` and its last bytes (on a char boundary).
