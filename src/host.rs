@@ -88,23 +88,49 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
 }
 
 /// Runs `deployctl proxy <args>` inside the proxy container and returns its stdout. A JSON
-/// payload goes on stdin as one line, never in argv (visible in `ps` and `docker events`, and
-/// limited in size).
+/// payload `(flag, json)` goes on stdin as one line, never in argv (visible in `ps` and
+/// `docker events`, and limited in size); `--flag json` is only the fallback for a proxy started
+/// by an older deployctl, and never for a payload that holds a secret.
 async fn proxy_exec(
     engine: &dyn Engine,
     names: &Names,
     args: &[&str],
-    payload: Option<String>,
+    payload: Option<(&str, String)>,
     on_line: crate::engine::LineSink<'_>,
 ) -> anyhow::Result<String> {
     let mut cmd = vec![PROXY_BIN.to_string(), "proxy".to_string()];
     cmd.extend(args.iter().map(|a| a.to_string()));
     tracing::debug!(proxy = %names.proxy(), command = args.first().copied().unwrap_or(""), "docker exec");
-    let stdin = payload.map(|p| format!("{}\n", p.trim_end()).into_bytes());
-    let out = engine
+    let stdin = payload
+        .as_ref()
+        .map(|(_, p)| format!("{}\n", p.trim_end()).into_bytes());
+    let mut out = engine
         .exec_with_stdin(&names.proxy(), &cmd, stdin, on_line)
         .await
         .map_err(engine_err)?;
+    if let Some((flag, json)) = &payload
+        && out.exit_code == 2
+        && out.stderr.contains("required arguments were not provided")
+        && out.stderr.contains(&format!("--{flag}"))
+    {
+        if crate::output::redact(json) != *json {
+            anyhow::bail!(
+                "the proxy {} runs an older deployctl, which reads requests only from its command \
+                 line, and this request holds a secret, so it is not sent that way\n  hint: recreate \
+                 the proxy with `docker rm -f {}` (its state and the release ledger stay in the \
+                 volume {}; traffic stops until the next deploy creates it again)",
+                names.proxy(),
+                names.proxy(),
+                names.state_volume()
+            );
+        }
+        tracing::warn!(proxy = %names.proxy(), "the proxy runs an older deployctl: request sent in argv");
+        cmd.extend([format!("--{flag}"), json.clone()]);
+        out = engine
+            .exec(&names.proxy(), &cmd, on_line)
+            .await
+            .map_err(engine_err)?;
+    }
     tracing::trace!(exit_code = out.exit_code, stdout = %out.stdout, stderr = %out.stderr, "docker exec finished");
     if out.exit_code != 0 {
         let msg = if out.stderr.trim().is_empty() {
@@ -142,9 +168,15 @@ pub async fn proxy_record(
     record: &ReleaseRecord,
 ) -> anyhow::Result<()> {
     let json = serde_json::to_string(&ledger_safe(record))?;
-    proxy_exec(engine, names, &["record"], Some(json), &no_lines)
-        .await
-        .map(|_| ())
+    proxy_exec(
+        engine,
+        names,
+        &["record"],
+        Some(("record", json)),
+        &no_lines,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Longest failure reason kept in the ledger; a longer one keeps its end, where the error is.
@@ -181,7 +213,14 @@ pub async fn proxy_switch(
     req: &SwitchRequest,
 ) -> anyhow::Result<SwitchResult> {
     let json = serde_json::to_string(req)?;
-    let out = proxy_exec(engine, names, &["switch"], Some(json), &no_lines).await?;
+    let out = proxy_exec(
+        engine,
+        names,
+        &["switch"],
+        Some(("request", json)),
+        &no_lines,
+    )
+    .await?;
     serde_json::from_str(out.trim()).map_err(|e| anyhow::anyhow!("unreadable switch result: {e}"))
 }
 
@@ -205,7 +244,7 @@ pub async fn proxy_health(
             on_probe(&probe);
         }
     };
-    let out = proxy_exec(engine, names, &args, Some(json), &on_line).await?;
+    let out = proxy_exec(engine, names, &args, Some(("spec", json)), &on_line).await?;
     let last = out
         .lines()
         .rev()
