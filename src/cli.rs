@@ -198,8 +198,9 @@ pub enum ProxyCommand {
     },
     /// Health-check a target, swap the live pointer, drain the old target (JSON request)
     Switch {
+        /// The JSON request; read as one line from stdin when absent
         #[arg(long)]
-        request: String,
+        request: Option<String>,
         #[arg(long, default_value = crate::proxy::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
@@ -210,17 +211,18 @@ pub enum ProxyCommand {
     },
     /// Wait for a target to become healthy, printing each probe as a JSON line
     Health {
-        /// A JSON HealthSpec
+        /// A JSON HealthSpec; read as one line from stdin when absent (it may hold secret headers)
         #[arg(long)]
-        spec: String,
+        spec: Option<String>,
         /// Watch for this many milliseconds instead of waiting for healthy
         #[arg(long)]
         watch_ms: Option<u64>,
     },
     /// Add or update a release record (JSON)
     Record {
+        /// The JSON record; read as one line from stdin when absent
         #[arg(long)]
-        record: String,
+        record: Option<String>,
         #[arg(long, default_value = crate::proxy::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },

@@ -385,7 +385,7 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
     for step in &first_plan.steps {
         let result = match step {
             Step::RunTest { command, shell, .. } => {
-                let phase = Phase::start(reporter, "test", shell_words::join(command));
+                let phase = Phase::start(reporter, "test", crate::output::shell_join(command));
                 let r = session
                     .run_command("test", (command, *shell), &env, config.test.timeout.get())
                     .await;
@@ -400,7 +400,7 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
                 let phase = Phase::start(
                     reporter,
                     "hook",
-                    format!("pre_build: {}", shell_words::join(command)),
+                    format!("pre_build: {}", crate::output::shell_join(command)),
                 );
                 let r = session
                     .run_command(
@@ -491,7 +491,7 @@ async fn run_hooks(
         let phase = Phase::start(
             session.reporter,
             "hook",
-            format!("{name}: {}", shell_words::join(&argv)),
+            format!("{name}: {}", crate::output::shell_join(&argv)),
         );
         let r = session
             .run_command(
@@ -806,7 +806,7 @@ async fn execute(
                 let phase = Phase::start(
                     reporter,
                     "hook",
-                    format!("{hook}: {}", shell_words::join(command)),
+                    format!("{hook}: {}", crate::output::shell_join(command)),
                 );
                 let r = session
                     .run_command(hook, (command, *shell), &env, config.test.timeout.get())

@@ -12,6 +12,9 @@
 //!   [`Gha::before_untrusted`] and [`Gha::after_untrusted`], so that a line such as
 //!   `::add-mask::` or `::endgroup::` in it is not obeyed. Call `after_untrusted` before printing
 //!   any command of our own (`::endgroup::`, annotations).
+//! - Every other line printed (the result on stdout, which replays test and hook output, health
+//!   bodies and logs; progress lines; `-v` logs) passes through [`neutralize`]: a fence on one
+//!   stream does not cover the other, whose lines the runner may read in any order.
 //!
 //! Single commands are returned without a trailing newline; functions that return several lines
 //! ([`mask_lines`], [`config_error_annotations`]) end every line with `\n`.
@@ -169,6 +172,41 @@ pub fn mask_lines<'a>(secrets: impl Iterator<Item = &'a str>) -> String {
         }
     }
     out
+}
+
+/// What [`neutralize`] puts before a `::` at the start of a line: a zero-width space, which the
+/// runner does not trim (it is not whitespace), so the line reads the same but is no command.
+pub const NEUTRALIZER: char = '\u{200B}';
+
+/// Untrusted text made unable to issue workflow commands, wherever it is printed: every line
+/// that starts with `::` once leading whitespace is trimmed (as the runner trims) gets
+/// [`NEUTRALIZER`] before its `::`. Lines end at `\n`, `\r\n` and also a lone `\r`, as the runner
+/// reads them. Borrows when no line needs it.
+pub fn neutralize(text: &str) -> std::borrow::Cow<'_, str> {
+    let is_command = |seg: &str| seg.trim_start().starts_with("::");
+    if !text.split(['\r', '\n']).any(is_command) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    loop {
+        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+        let seg = &rest[..end];
+        if is_command(seg) {
+            let indent = seg.len() - seg.trim_start().len();
+            out.push_str(&seg[..indent]);
+            out.push(NEUTRALIZER);
+            out.push_str(&seg[indent..]);
+        } else {
+            out.push_str(seg);
+        }
+        let Some(sep) = rest[end..].chars().next() else {
+            break;
+        };
+        out.push(sep);
+        rest = &rest[end + sep.len_utf8()..];
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `::group::TITLE`: folds the following lines in the log (groups do not nest).

@@ -87,20 +87,50 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
     Ok(observed)
 }
 
-/// Runs `deployctl proxy <args>` inside the proxy container and returns its stdout.
+/// Runs `deployctl proxy <args>` inside the proxy container and returns its stdout. A JSON
+/// payload `(flag, json)` goes on stdin as one line, never in argv (visible in `ps` and
+/// `docker events`, and limited in size); `--flag json` is only the fallback for a proxy started
+/// by an older deployctl, and never for a payload that holds a secret.
 async fn proxy_exec(
     engine: &dyn Engine,
     names: &Names,
     args: &[&str],
+    payload: Option<(&str, String)>,
     on_line: crate::engine::LineSink<'_>,
 ) -> anyhow::Result<String> {
     let mut cmd = vec![PROXY_BIN.to_string(), "proxy".to_string()];
     cmd.extend(args.iter().map(|a| a.to_string()));
     tracing::debug!(proxy = %names.proxy(), command = args.first().copied().unwrap_or(""), "docker exec");
-    let out = engine
-        .exec(&names.proxy(), &cmd, on_line)
+    let stdin = payload
+        .as_ref()
+        .map(|(_, p)| format!("{}\n", p.trim_end()).into_bytes());
+    let mut out = engine
+        .exec_with_stdin(&names.proxy(), &cmd, stdin, on_line)
         .await
         .map_err(engine_err)?;
+    if let Some((flag, json)) = &payload
+        && out.exit_code == 2
+        && out.stderr.contains("required arguments were not provided")
+        && out.stderr.contains(&format!("--{flag}"))
+    {
+        if crate::output::redact(json) != *json {
+            anyhow::bail!(
+                "the proxy {} runs an older deployctl, which reads requests only from its command \
+                 line, and this request holds a secret, so it is not sent that way\n  hint: recreate \
+                 the proxy with `docker rm -f {}` (its state and the release ledger stay in the \
+                 volume {}; traffic stops until the next deploy creates it again)",
+                names.proxy(),
+                names.proxy(),
+                names.state_volume()
+            );
+        }
+        tracing::warn!(proxy = %names.proxy(), "the proxy runs an older deployctl: request sent in argv");
+        cmd.extend([format!("--{flag}"), json.clone()]);
+        out = engine
+            .exec(&names.proxy(), &cmd, on_line)
+            .await
+            .map_err(engine_err)?;
+    }
     tracing::trace!(exit_code = out.exit_code, stdout = %out.stdout, stderr = %out.stderr, "docker exec finished");
     if out.exit_code != 0 {
         let msg = if out.stderr.trim().is_empty() {
@@ -120,7 +150,7 @@ async fn proxy_exec(
 fn no_lines(_: &str) {}
 
 pub async fn proxy_status(engine: &dyn Engine, names: &Names) -> anyhow::Result<ProxyStatus> {
-    let out = proxy_exec(engine, names, &["status"], &no_lines).await?;
+    let out = proxy_exec(engine, names, &["status"], None, &no_lines).await?;
     serde_json::from_str(out.trim()).map_err(|e| anyhow::anyhow!("unreadable proxy status: {e}"))
 }
 
@@ -128,7 +158,7 @@ pub async fn proxy_releases(
     engine: &dyn Engine,
     names: &Names,
 ) -> anyhow::Result<Vec<ReleaseRecord>> {
-    let out = proxy_exec(engine, names, &["releases"], &no_lines).await?;
+    let out = proxy_exec(engine, names, &["releases"], None, &no_lines).await?;
     serde_json::from_str(out.trim()).map_err(|e| anyhow::anyhow!("unreadable release ledger: {e}"))
 }
 
@@ -137,10 +167,44 @@ pub async fn proxy_record(
     names: &Names,
     record: &ReleaseRecord,
 ) -> anyhow::Result<()> {
-    let json = serde_json::to_string(record)?;
-    proxy_exec(engine, names, &["record", "--record", &json], &no_lines)
-        .await
-        .map(|_| ())
+    let json = serde_json::to_string(&ledger_safe(record))?;
+    proxy_exec(
+        engine,
+        names,
+        &["record"],
+        Some(("record", json)),
+        &no_lines,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Longest failure reason kept in the ledger; a longer one keeps its end, where the error is.
+pub const MAX_REASON_BYTES: usize = 8 * 1024;
+
+/// A record fit for the ledger: its reason, the one field of free text (it quotes hook and test
+/// output, health bodies, logs, which can echo a secret), redacted and cut to its last
+/// [`MAX_REASON_BYTES`]. The ledger is readable by anyone with `docker exec`. Names, versions and
+/// image references are left as they are: rollback looks them up.
+fn ledger_safe(record: &ReleaseRecord) -> ReleaseRecord {
+    let mut safe = record.clone();
+    if let Some(reason) = &mut safe.reason {
+        *reason = keep_tail(&crate::output::redact(reason), MAX_REASON_BYTES);
+    }
+    safe
+}
+
+/// `text` if it fits in `max` bytes, else `[… N bytes cut …]` and its last bytes (on a char boundary).
+fn keep_tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let marker_room = 40;
+    let mut start = text.len() - max.saturating_sub(marker_room);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[… {start} bytes cut …]\n{}", &text[start..])
 }
 
 pub async fn proxy_switch(
@@ -149,7 +213,14 @@ pub async fn proxy_switch(
     req: &SwitchRequest,
 ) -> anyhow::Result<SwitchResult> {
     let json = serde_json::to_string(req)?;
-    let out = proxy_exec(engine, names, &["switch", "--request", &json], &no_lines).await?;
+    let out = proxy_exec(
+        engine,
+        names,
+        &["switch"],
+        Some(("request", json)),
+        &no_lines,
+    )
+    .await?;
     serde_json::from_str(out.trim()).map_err(|e| anyhow::anyhow!("unreadable switch result: {e}"))
 }
 
@@ -164,7 +235,7 @@ pub async fn proxy_health(
 ) -> anyhow::Result<HealthOutcome> {
     let json = serde_json::to_string(spec)?;
     let watch_ms = watch.map(|w| w.as_millis().to_string());
-    let mut args = vec!["health", "--spec", json.as_str()];
+    let mut args = vec!["health"];
     if let Some(ms) = &watch_ms {
         args.extend(["--watch-ms", ms.as_str()]);
     }
@@ -173,7 +244,7 @@ pub async fn proxy_health(
             on_probe(&probe);
         }
     };
-    let out = proxy_exec(engine, names, &args, &on_line).await?;
+    let out = proxy_exec(engine, names, &args, Some(("spec", json)), &on_line).await?;
     let last = out
         .lines()
         .rev()
@@ -410,4 +481,18 @@ pub fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_tail_keeps_the_end_within_the_cap() {
+        assert_eq!(keep_tail("short", 10), "short");
+        let long = format!("{}END", "é".repeat(10_000));
+        let kept = keep_tail(&long, MAX_REASON_BYTES);
+        assert!(kept.len() <= MAX_REASON_BYTES, "{}", kept.len());
+        assert!(kept.ends_with("éEND") && kept.starts_with("[… "), "{kept}");
+    }
 }

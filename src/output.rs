@@ -3,6 +3,7 @@
 //! Every string passes through the redactor on its way out.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
@@ -16,6 +17,19 @@ use crate::report::{Event, Reporter};
 
 /// Secrets known so far; used by every printer, including tracing's writer.
 static REDACTOR: RwLock<Option<Redactor>> = RwLock::new(None);
+
+/// Set in GitHub Actions: every printed line is [`crate::gha::neutralize`]d on its way out.
+static NEUTRALIZE: AtomicBool = AtomicBool::new(false);
+
+/// `text` ready for the terminal: redacted, and in GitHub Actions unable to issue workflow commands.
+fn printable(text: &str) -> String {
+    let text = redact(text);
+    if NEUTRALIZE.load(Ordering::Relaxed) {
+        crate::gha::neutralize(&text).into_owned()
+    } else {
+        text
+    }
+}
 
 pub fn set_redactor(redactor: Redactor) {
     if let Ok(mut r) = REDACTOR.write() {
@@ -31,6 +45,18 @@ pub fn redact(text: &str) -> String {
         },
         Err(_) => text.to_string(),
     }
+}
+
+/// A command as shown to people, `shell_words::join` of its redacted arguments: each argument is
+/// redacted BEFORE it is quoted, since quoting a secret that holds quotes, spaces or `$` changes
+/// its text and the redactor would no longer find it.
+pub fn shell_join(argv: &[String]) -> String {
+    shell_words::join(argv.iter().map(|a| redact(a)))
+}
+
+/// `shell_words::quote` of the redacted `arg` (see [`shell_join`]).
+pub fn shell_quote(arg: &str) -> String {
+    shell_words::quote(&redact(arg)).into_owned()
 }
 
 /// Redacts every string inside a JSON value.
@@ -83,6 +109,8 @@ impl Output {
         };
         console::set_colors_enabled(colored);
         console::set_colors_enabled_stderr(colored);
+        let gha = crate::gha::Gha::from_process_env();
+        NEUTRALIZE.store(gha.is_some(), Ordering::Relaxed);
         Output {
             format,
             quiet,
@@ -91,7 +119,7 @@ impl Output {
             colored,
             spinner: Mutex::new(None),
             events: Mutex::new(Vec::new()),
-            gha: crate::gha::Gha::from_process_env(),
+            gha,
         }
     }
 
@@ -147,7 +175,7 @@ impl Output {
     }
 
     fn stderr_line(&self, line: &str) {
-        let line = redact(line);
+        let line = printable(line);
         let spinner = self.spinner.lock().ok();
         match spinner.as_ref().and_then(|s| s.as_ref()) {
             Some(bar) => bar.println(line),
@@ -199,7 +227,7 @@ impl Output {
         match self.format {
             Format::Human => {
                 if !human.is_empty() {
-                    print_stdout(redact(human).trim_end());
+                    print_stdout(printable(human).trim_end());
                 }
             }
             Format::Json => {
@@ -211,7 +239,9 @@ impl Output {
                     map.insert("events".into(), Value::Array(events.clone()));
                 }
                 redact_json(&mut doc);
-                print_stdout(&serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into()));
+                let json = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
+                // JSON escapes CR and LF inside strings; this is only belt and braces.
+                print_stdout(&printable(&json));
             }
         }
     }
@@ -364,7 +394,7 @@ struct RedactingWriter;
 impl Write for RedactingWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(redact(&text).as_bytes())?;
+        std::io::stderr().write_all(printable(&text).as_bytes())?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -324,14 +324,16 @@ impl Step {
     }
 }
 
+/// Redacted before quoting: quoting a secret that holds quotes or spaces would hide it from the
+/// redactor.
 fn show_command(command: &[String], shell: bool) -> String {
     if shell {
         format!(
             "sh -c {}",
-            shell_words::quote(command.first().map(String::as_str).unwrap_or(""))
+            crate::output::shell_quote(command.first().map(String::as_str).unwrap_or(""))
         )
     } else {
-        shell_words::join(command)
+        crate::output::shell_join(command)
     }
 }
 

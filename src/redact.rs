@@ -17,6 +17,10 @@ pub const MIN_SECRET_CHARS: usize = 4;
 pub struct Redactor {
     /// Distinct secrets, longest first.
     secrets: Vec<String>,
+    /// What `redact` looks for, longest first: the secrets, plus each one as it reads once
+    /// escaped inside a JSON string or a Rust `{:?}` (a secret holding a quote, a backslash or a
+    /// control character changes there, and would otherwise slip through).
+    forms: Vec<String>,
 }
 
 impl Redactor {
@@ -44,24 +48,29 @@ impl Redactor {
         if secret.chars().count() < MIN_SECRET_CHARS || self.secrets.iter().any(|s| s == secret) {
             return;
         }
-        // Keep longest first: the scan in `redact` relies on it.
-        let at = self
-            .secrets
+        insert_longest_first(&mut self.secrets, secret);
+        let json = serde_json::to_string(secret).unwrap_or_default();
+        let debug = format!("{secret:?}");
+        let escaped = [json, debug];
+        let inner = escaped
             .iter()
-            .position(|s| s.len() < secret.len())
-            .unwrap_or(self.secrets.len());
-        self.secrets.insert(at, secret.to_owned());
+            .filter_map(|q| q.strip_prefix('"').and_then(|q| q.strip_suffix('"')));
+        for form in std::iter::once(secret).chain(inner) {
+            if !self.forms.iter().any(|f| f == form) {
+                insert_longest_first(&mut self.forms, form);
+            }
+        }
     }
 
     /// `text` with every occurrence of every secret replaced by `***`. Borrows when nothing matched.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        if self.secrets.is_empty() || !self.secrets.iter().any(|s| text.contains(s.as_str())) {
+        if self.forms.is_empty() || !self.forms.iter().any(|s| text.contains(s.as_str())) {
             return Cow::Borrowed(text);
         }
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(c) = rest.chars().next() {
-            match self.secrets.iter().find(|s| rest.starts_with(s.as_str())) {
+            match self.forms.iter().find(|s| rest.starts_with(s.as_str())) {
                 Some(secret) => {
                     out.push_str(MASK);
                     rest = &rest[secret.len()..];
@@ -88,6 +97,15 @@ impl Redactor {
     pub fn len(&self) -> usize {
         self.secrets.len()
     }
+}
+
+/// Inserts `value` into `list` (longest first: the scan in `redact` relies on it).
+fn insert_longest_first(list: &mut Vec<String>, value: &str) {
+    let at = list
+        .iter()
+        .position(|s| s.len() < value.len())
+        .unwrap_or(list.len());
+    list.insert(at, value.to_owned());
 }
 
 impl fmt::Debug for Redactor {
@@ -164,6 +182,22 @@ mod tests {
         let mut r = Redactor::new();
         r.add("clé✓");
         assert_eq!(r.redact("ünï clé✓ ünï"), "ünï *** ünï");
+    }
+
+    #[test]
+    fn item08_escaped_forms_of_a_secret_with_quotes_are_masked() {
+        let mut r = Redactor::new();
+        let secret = "it's \"qu0ted\" a\\b";
+        r.add(secret);
+        let json = serde_json::json!({ "v": format!("x {secret} y") }).to_string();
+        assert_eq!(r.redact(&json), r#"{"v":"x *** y"}"#);
+        assert_eq!(
+            r.redact(&format!("{:?}", format!("x {secret}"))),
+            "\"x ***\""
+        );
+        assert_eq!(r.redact(secret), "***");
+        // Only the real values are registered (for `::add-mask::`), not the escaped forms.
+        assert_eq!(r.secrets().collect::<Vec<_>>(), [secret]);
     }
 
     #[test]

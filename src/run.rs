@@ -45,7 +45,7 @@ pub async fn run(
     let shown = if shell {
         argv.join(" ")
     } else {
-        shell_words::join(argv)
+        crate::output::shell_join(argv)
     };
     let fail = |message: String, last_lines: Vec<String>| CommandFailure {
         command: shown.clone(),

@@ -664,3 +664,23 @@ fn publish_report_redacts_summary_and_outputs() {
         ]
     );
 }
+
+#[test]
+fn item05_neutralize_breaks_commands_at_every_line_start_including_after_cr() {
+    let z = gha::NEUTRALIZER;
+    assert!(matches!(
+        gha::neutralize("plain: text :: here\n  | ::warning::x"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+    assert_eq!(
+        gha::neutralize("a\r::warning::X\r\n  ::add-mask::y\n::z"),
+        format!("a\r{z}::warning::X\r\n  {z}::add-mask::y\n{z}::z")
+    );
+    // What the runner would read as commands: none is left.
+    let out = gha::neutralize("::a\r\t ::b\n\u{a0}::c");
+    assert!(
+        out.split(['\r', '\n'])
+            .all(|l| !l.trim_start().starts_with("::")),
+        "{out:?}"
+    );
+}

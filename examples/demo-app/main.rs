@@ -10,6 +10,7 @@
 //!   `never_ready`, `fail_after` (everything 500s after N requests), `unhealthy_after` (only
 //!   `/health` fails after N health checks, `/` keeps serving); tuned by `DEMO_SLOW_MS` (10000) and `DEMO_FAIL_AFTER` (20).
 //! - `DEMO_STARTUP_MS` (default 0): delay before listening, a slow start.
+//! - `DEMO_HEALTH_BODY`: when set, `/health` answers 500 with this text (untrusted-output tests).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -222,6 +223,9 @@ fn route(app: &App, method: &str, target: &str) -> Response {
             ),
         )
     };
+    if let Some(body) = env_nonempty("DEMO_HEALTH_BODY") {
+        return Response::text(500, body);
+    }
     match app.mode {
         Mode::Healthy | Mode::FailAfter | Mode::Crash | Mode::Refuse => ok(),
         Mode::Fail500 => Response::json(

@@ -1,5 +1,5 @@
 //! `deployctl proxy ...`: what runs inside the proxy container. Prints JSON for the CLI on the other
-//! side of `docker exec`.
+//! side of `docker exec`, which sends requests on stdin.
 
 use std::io::Write;
 
@@ -16,13 +16,13 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
             proxy::run(proxy::RunOptions { listen, state_dir }).await?;
         }
         ProxyCommand::Switch { request, state_dir } => {
-            let req = serde_json::from_str(&request)
+            let req = serde_json::from_str(&payload(request)?)
                 .map_err(|e| Error::Usage(format!("bad switch request: {e}")))?;
             print_json(&proxy::client_switch(&state_dir, req).await?)?;
         }
         ProxyCommand::Status { state_dir } => print_json(&proxy::client_status(&state_dir).await?)?,
         ProxyCommand::Record { record, state_dir } => {
-            let record = serde_json::from_str(&record)
+            let record = serde_json::from_str(&payload(record)?)
                 .map_err(|e| Error::Usage(format!("bad release record: {e}")))?;
             proxy::client_record(&state_dir, record).await?;
         }
@@ -30,7 +30,7 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
             print_json(&proxy::client_releases(&state_dir).await?)?
         }
         ProxyCommand::Health { spec, watch_ms } => {
-            let spec: HealthSpec = serde_json::from_str(&spec)
+            let spec: HealthSpec = serde_json::from_str(&payload(spec)?)
                 .map_err(|e| Error::Usage(format!("bad health spec: {e}")))?;
             // Each probe is a line the CLI reads as it arrives.
             let mut on_probe = |p: &health::ProbeResult| {
@@ -50,6 +50,28 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::Ok)
+}
+
+/// Largest payload read from stdin (a ledger record or a spec is far smaller).
+const MAX_PAYLOAD: u64 = 1024 * 1024;
+
+/// The JSON payload: the argument when given, else one line of stdin. The CLI always sends it on
+/// stdin, so that secrets (health headers) never show in argv (`ps`, `docker events`) and a large
+/// record does not hit the argv size limit.
+fn payload(arg: Option<String>) -> anyhow::Result<String> {
+    if let Some(arg) = arg {
+        return Ok(arg);
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(std::io::Read::take(std::io::stdin(), MAX_PAYLOAD)),
+        &mut line,
+    )
+    .context("cannot read the request from stdin")?;
+    if line.trim().is_empty() {
+        return Err(Error::Usage("no request: pass it as an argument or on stdin".into()).into());
+    }
+    Ok(line)
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

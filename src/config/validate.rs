@@ -612,13 +612,32 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
         warnings,
         errors,
     );
-    warn_unknown_secret_names(
-        &v,
-        &["build", "secret_args"],
-        &["build", "args"],
-        warnings,
-        errors,
-    );
+    refuse_secret_build_args(&v, errors);
+}
+
+/// `build.secret_args` is refused: the classic builder (the only one reachable through the
+/// Engine API without a BuildKit session) records build-arg values in the image history, so a
+/// value called secret would be baked into every image (`docker history --no-trunc`).
+fn refuse_secret_build_args(v: &Values<'_>, errors: &mut Errors<'_>) {
+    for (i, item) in v.array(&["build", "secret_args"]) {
+        let name = item.as_str().unwrap_or("?");
+        errors.push(
+            item.loc,
+            &format!("build.secret_args[{i}]"),
+            format!(
+                "secret build arguments are not supported: the Docker builder records build-arg \
+                 values in the image history (`docker history --no-trunc` shows `{name}` after \
+                 any RUN step), so the secret would be baked into the image"
+            ),
+            Some(
+                "remove it from `build.secret_args` and keep the secret out of the build: give it \
+                 to the app at run time with `app.env` + `app.secret_env`, or fetch what needs it \
+                 in a `hooks.pre_build` command (which gets the process environment) and COPY the \
+                 result"
+                    .to_owned(),
+            ),
+        );
+    }
 }
 
 /// Read access to healthy (not poisoned) values.

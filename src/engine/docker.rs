@@ -24,6 +24,7 @@ use bollard::query_parameters::{
 };
 use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use super::{
     BuildRequest, ContainerInfo, ContainerSpec, ContainerState, Engine, EngineError, EngineInfo,
@@ -899,10 +900,11 @@ impl Engine for DockerEngine {
         Ok(out)
     }
 
-    async fn exec(
+    async fn exec_with_stdin(
         &self,
         container: &str,
         cmd: &[String],
+        stdin: Option<Vec<u8>>,
         on_stdout: LineSink<'_>,
     ) -> EngineResult<ExecOutput> {
         let created = self
@@ -910,6 +912,7 @@ impl Engine for DockerEngine {
             .create_exec(
                 container,
                 CreateExecOptions {
+                    attach_stdin: Some(stdin.is_some()),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     cmd: Some(cmd.to_vec()),
@@ -925,7 +928,21 @@ impl Engine for DockerEngine {
             .map_err(|e| self.err(e))?;
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        if let StartExecResults::Attached { mut output, .. } = started {
+        if let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        {
+            if let Some(bytes) = stdin {
+                // The commands that take input read it before they print anything, so writing it
+                // all first cannot block on their output. Closing our side ends their stdin.
+                input
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| EngineError::Api(format!("exec stdin in {container}: {e}")))?;
+                let _ = input.flush().await;
+                let _ = input.shutdown().await;
+            }
             let mut lines = LineSplitter::default();
             while let Some(chunk) = output.next().await {
                 match chunk.map_err(|e| self.err(e))? {

@@ -244,6 +244,17 @@ pub trait Engine: Send + Sync {
         container: &str,
         cmd: &[String],
         on_stdout: LineSink<'_>,
+    ) -> EngineResult<ExecOutput> {
+        self.exec_with_stdin(container, cmd, None, on_stdout).await
+    }
+    /// [`Engine::exec`] that first writes `stdin` to the command's standard input. Payloads go
+    /// this way rather than in `cmd`: argv shows in `ps` and `docker events`, and is size-limited.
+    async fn exec_with_stdin(
+        &self,
+        container: &str,
+        cmd: &[String],
+        stdin: Option<Vec<u8>>,
+        on_stdout: LineSink<'_>,
     ) -> EngineResult<ExecOutput>;
     /// The last `lines` lines of the container's stdout and stderr, oldest first.
     async fn logs_tail(&self, container: &str, lines: usize) -> EngineResult<Vec<String>>;
