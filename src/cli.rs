@@ -145,6 +145,9 @@ pub struct RemoveArgs {
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Remove even while the deploy lock is held (a deploy in progress then fails)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
