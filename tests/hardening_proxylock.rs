@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -147,4 +149,189 @@ fn item12_deploy_reports_a_dead_holder_with_the_exact_release_command() {
         wait_until(Duration::from_secs(5), || !app.lock_exists()),
         "`{command}` removed the lock"
     );
+}
+
+// ---------------------------------------------------------------- item 9: proxy connection limits
+
+/// An app whose deploy.toml sets `[proxy]` keys, deployed once (the proxy container is created
+/// with those settings).
+fn deployed_with_proxy(prefix: &str, proxy_keys: &str) -> App {
+    let app = App::new(prefix);
+    let path = app.root().join("deploy.toml");
+    let mut text = std::fs::read_to_string(&path).expect("read deploy.toml");
+    text.push_str(&format!("\n[proxy]\n{proxy_keys}\n"));
+    std::fs::write(&path, text).expect("write deploy.toml");
+    app.commit("proxy limits");
+    let run = app.run(&["deploy"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    app
+}
+
+fn connect(app: &App) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", app.port)).expect("connect to the proxy");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    stream
+}
+
+/// A keep-alive GET on `stream`; returns (status, head, body).
+fn keep_alive_get(stream: &mut TcpStream, path: &str) -> Result<(u16, String, String), String> {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+    read_response(stream)
+}
+
+/// Reads one response with a Content-Length body.
+fn read_response(stream: &mut TcpStream) -> Result<(u16, String, String), String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_string();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .ok_or_else(|| format!("no content-length: {head:?}"))?;
+            if buf.len() >= end + 4 + len {
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("bad status line: {head:?}"))?;
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                return Ok((status, head, body));
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(format!("closed before a full response: {text:?}")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("{e} after {text:?}")),
+        }
+    }
+}
+
+/// Whether the proxy closes `stream` within `bound` (reads until EOF or a reset; any bytes
+/// that arrive first are returned in the error).
+fn closed_within(stream: &mut TcpStream, bound: Duration) -> Result<(), String> {
+    stream
+        .set_read_timeout(Some(bound))
+        .map_err(|e| e.to_string())?;
+    let mut chunk = [0u8; 1024];
+    match stream.read(&mut chunk) {
+        Ok(0) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        Ok(n) => Err(format!(
+            "unexpected bytes: {:?}",
+            String::from_utf8_lossy(&chunk[..n])
+        )),
+        Err(e) => Err(format!("still open after {bound:?}: {e}")),
+    }
+}
+
+/// Generous bound for a 1 s limit to act on a loaded machine (the default limits are 60 s and
+/// 10 s, and main's only timeout was hyper's 30 s header read timeout).
+const CLOSE_BOUND: Duration = Duration::from_secs(20);
+
+#[test]
+fn item09_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let app = deployed_with_proxy(
+        "dctidle",
+        "idle_timeout = \"1s\"\nheader_read_timeout = \"1h\"",
+    );
+    let mut conn = connect(&app);
+    // A request that takes longer than the idle timeout is not cut: it is not idle.
+    let (status, _, body) = keep_alive_get(&mut conn, "/slow?ms=2500").expect("slow request");
+    assert_eq!(status, 200, "{body}");
+    // Keep-alive works: a second request on the same connection.
+    let (status, head, _) = keep_alive_get(&mut conn, "/").expect("second request");
+    assert_eq!(status, 200);
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    // Then, idle, the proxy closes it.
+    closed_within(&mut conn, CLOSE_BOUND).expect("the idle connection is closed");
+    assert!(app.serving().is_some(), "the proxy still serves");
+}
+
+#[test]
+fn item09_half_sent_header_is_closed_after_header_read_timeout() {
+    let app = deployed_with_proxy(
+        "dcthdr",
+        "idle_timeout = \"1h\"\nheader_read_timeout = \"1s\"",
+    );
+    // Opened first and left idle: only the idle timeout (1 h) applies to it.
+    let mut idle = connect(&app);
+    let mut half = connect(&app);
+    write!(half, "GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").expect("half a header");
+    closed_within(&mut half, CLOSE_BOUND).expect("the half-sent head is cut");
+    // The idle connection outlived the header timeout and still serves.
+    let (status, _, body) = keep_alive_get(&mut idle, "/").expect("idle connection still open");
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn item09_connections_beyond_max_connections_get_503_and_the_first_still_work() {
+    const N: usize = 3;
+    let app = deployed_with_proxy("dctmaxc", &format!("max_connections = {N}"));
+    let mut first: Vec<TcpStream> = (0..N).map(|_| connect(&app)).collect();
+    for (i, conn) in first.iter_mut().enumerate() {
+        let (status, _, body) = keep_alive_get(conn, "/").expect("one of the first N");
+        assert_eq!(status, 200, "connection {i}: {body}");
+    }
+    let mut extra = connect(&app);
+    let (status, head, body) = keep_alive_get(&mut extra, "/").expect("an answer, not a reset");
+    assert_eq!(status, 503, "{head}\n{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(body.contains("max_connections"), "a clear reason: {body}");
+    closed_within(&mut extra, CLOSE_BOUND).expect("the shed connection is closed");
+    for (i, conn) in first.iter_mut().enumerate() {
+        let (status, _, body) = keep_alive_get(conn, "/").expect("the first N still work");
+        assert_eq!(status, 200, "connection {i}: {body}");
+    }
+    // A slot comes back when a connection closes.
+    drop(first.pop());
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let mut conn = connect(&app);
+            matches!(keep_alive_get(&mut conn, "/"), Ok((200, _, _)))
+        }),
+        "a new connection is served once one of the N closed"
+    );
+}
+
+/// Bad limits are refused where they are written (exit 2 with file:line:col), before any deploy.
+#[test]
+fn item09_zero_proxy_limits_are_rejected_with_their_location() {
+    let app = App::new("dctlimcfg");
+    let path = app.root().join("deploy.toml");
+    let mut text = std::fs::read_to_string(&path).expect("read deploy.toml");
+    let line = text.lines().count() + 3;
+    text.push_str(
+        "\n[proxy]\nidle_timeout = \"0s\"\nheader_read_timeout = \"0s\"\nmax_connections = 0\n",
+    );
+    std::fs::write(&path, text).expect("write deploy.toml");
+    let run = app.run(&["check"], &[]);
+    assert_eq!(run.code, 2, "{run}");
+    let all = format!("{}{}", run.stdout, run.stderr);
+    for (offset, key) in [
+        (0, "proxy.idle_timeout"),
+        (1, "proxy.header_read_timeout"),
+        (2, "proxy.max_connections"),
+    ] {
+        let at = format!("deploy.toml:{}:", line + offset);
+        assert!(
+            all.lines().any(|l| l.contains(&at)) && all.contains(key),
+            "{key} at {at}: {run}"
+        );
+    }
 }
