@@ -323,15 +323,16 @@ fn item09_zero_proxy_limits_are_rejected_with_their_location() {
     let run = app.run(&["check"], &[]);
     assert_eq!(run.code, 2, "{run}");
     let all = format!("{}{}", run.stdout, run.stderr);
-    for (offset, key) in [
-        (0, "proxy.idle_timeout"),
-        (1, "proxy.header_read_timeout"),
-        (2, "proxy.max_connections"),
+    for (offset, key, why) in [
+        (0, "proxy.idle_timeout", "must be greater than zero"),
+        (1, "proxy.header_read_timeout", "must be greater than zero"),
+        (2, "proxy.max_connections", "must be at least 1"),
     ] {
         let at = format!("deploy.toml:{}:", line + offset);
         assert!(
-            all.lines().any(|l| l.contains(&at)) && all.contains(key),
-            "{key} at {at}: {run}"
+            all.lines()
+                .any(|l| l.contains(&at) && l.contains(key) && l.contains(why)),
+            "{key} at {at}: {why}: {run}"
         );
     }
 }
