@@ -79,7 +79,7 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let socket = socket_path(&opts.state_dir);
         let control = bind_control(&socket).await?;
-        let controller = Arc::new(Controller::new(Arc::clone(&router), opts.state_dir.clone()));
+        let controller = Arc::new(Controller::new(Arc::clone(&router), opts.state_dir));
         Ok(Self {
             listener,
             control,
