@@ -162,6 +162,9 @@ pub struct RemoveArgs {
     /// Do not ask for confirmation
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Remove even while the deploy lock is held (a deploy in progress then fails)
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +198,15 @@ pub enum ProxyCommand {
         listen: std::net::SocketAddr,
         #[arg(long, default_value = crate::proxy::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// Close a keep-alive connection idle this long (`proxy.idle_timeout`)
+        #[arg(long, default_value = "60s")]
+        idle_timeout: humantime::Duration,
+        /// Close a connection whose request head is incomplete this long after it began
+        #[arg(long, default_value = "10s")]
+        header_read_timeout: humantime::Duration,
+        /// Answer 503 to connections beyond this many open ones (`proxy.max_connections`)
+        #[arg(long, default_value_t = crate::proxy::conn::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
     },
     /// Health-check a target, swap the live pointer, drain the old target (JSON request)
     Switch {

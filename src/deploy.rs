@@ -447,6 +447,7 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
         opts.lock_wait,
         stale_after,
         false,
+        &session.loaded.files[0],
     )
     .await?;
     session.progress(|p| p.lock_held = true);
@@ -663,6 +664,7 @@ pub async fn rollback(
         lock_wait,
         config.deploy.lock_stale_after.get(),
         false,
+        &session.loaded.files[0],
     )
     .await?;
     session.progress(|p| p.lock_held = true);

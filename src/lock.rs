@@ -2,6 +2,7 @@
 //! taken name fails atomically on the Docker host, so two deploys anywhere cannot both hold it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -22,6 +23,8 @@ pub struct LockInfo {
     pub reason: String,
     /// Why the lock looks abandoned, if it does.
     pub stale: Option<String>,
+    /// The exact command that breaks this lock.
+    pub release_command: String,
 }
 
 impl LockInfo {
@@ -38,7 +41,8 @@ impl LockInfo {
         );
         if let Some(stale) = &self.stale {
             text.push_str(&format!(
-                "\n  it looks stale: {stale}\n  hint: if no deploy is running, break it with `deployctl lock release --force`"
+                "\n  it looks stale: {stale}\n  hint: if no deploy is running, break it with `{}`",
+                self.release_command
             ));
         }
         text
@@ -61,11 +65,30 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Reads the lock, if held.
+/// The exact command that breaks the lock of `names.env`, for the configuration at `config`
+/// (the path as the user gave it; left out when it is the default `deploy.toml`).
+pub fn release_command(names: &Names, config: &Path) -> String {
+    let mut words = vec![
+        "deployctl".to_string(),
+        "lock".into(),
+        "release".into(),
+        "--force".into(),
+        "--env".into(),
+        names.env.clone(),
+    ];
+    if config != Path::new("deploy.toml") {
+        words.push("--config".into());
+        words.push(config.to_string_lossy().into_owned());
+    }
+    shell_words::join(words)
+}
+
+/// Reads the lock, if held. `config` is the configuration file, for the command that breaks it.
 pub async fn status(
     engine: &dyn Engine,
     names: &Names,
     stale_after: Duration,
+    config: &Path,
 ) -> anyhow::Result<Option<LockInfo>> {
     let Some(info) = engine
         .inspect_container(&names.lock())
@@ -100,10 +123,39 @@ pub async fn status(
         since,
         reason: get(labels::REASON),
         stale,
+        release_command: release_command(names, config),
     }))
 }
 
-/// Takes the lock, waiting up to `wait` for a holder to let go. Exit code 3 when it stays taken.
+/// Who holds the lock, just after creating it failed with a conflict. The winner of a race is
+/// not visible to `inspect` for a moment after its name is reserved, so this polls briefly;
+/// `None` means the lock is free again (its holder let go meanwhile).
+async fn holder_after_conflict(
+    engine: &dyn Engine,
+    names: &Names,
+    stale_after: Duration,
+    config: &Path,
+) -> anyhow::Result<Option<LockInfo>> {
+    let give_up = Instant::now() + HOLDER_VISIBLE_WITHIN;
+    loop {
+        if let Some(info) = status(engine, names, stale_after, config).await? {
+            return Ok(Some(info));
+        }
+        if Instant::now() >= give_up {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a lock container may take to become visible after a create conflict.
+const HOLDER_VISIBLE_WITHIN: Duration = Duration::from_secs(3);
+/// How many times a lock found free right after a conflict is tried again before giving up.
+const FREE_AGAIN_RETRIES: u32 = 3;
+
+/// Takes the lock, waiting up to `wait` for a holder to let go. Exit code 3 when it stays taken,
+/// naming the holder. `config` is the configuration file, for the command that breaks the lock.
+#[allow(clippy::too_many_arguments)]
 pub async fn acquire(
     engine: &dyn Engine,
     names: &Names,
@@ -112,6 +164,7 @@ pub async fn acquire(
     wait: Duration,
     stale_after: Duration,
     manual: bool,
+    config: &Path,
 ) -> anyhow::Result<()> {
     let (owner, host, pid) = whoami();
     // A manual lock outlives the command that took it: no pid to watch, only its age.
@@ -139,20 +192,31 @@ pub async fn acquire(
         stop_timeout: None,
     };
     let give_up = crate::config::Duration::deadline(Instant::now(), wait);
+    let mut free_again = 0;
     loop {
         match engine.create_container(&spec).await {
             Ok(_) => return Ok(()),
             Err(EngineError::Conflict(_)) => {
                 tracing::debug!(lock = %names.lock(), "lock is held; waiting or giving up");
                 if Instant::now() >= give_up {
-                    let message = match status(engine, names, stale_after).await? {
-                        Some(info) => format!("deploys are locked: {}", info.describe()),
-                        None => format!(
-                            "deploys are locked: {} was taken by someone else",
-                            names.lock()
-                        ),
-                    };
-                    return Err(Error::Locked { message }.into());
+                    match holder_after_conflict(engine, names, stale_after, config).await? {
+                        Some(info) => {
+                            let message = format!("deploys are locked: {}", info.describe());
+                            return Err(Error::Locked { message }.into());
+                        }
+                        // Released between our attempt and the look: try to take it again.
+                        None if free_again < FREE_AGAIN_RETRIES => {
+                            free_again += 1;
+                            continue;
+                        }
+                        None => {
+                            let message = format!(
+                                "deploys are locked: {} is taken and released over and over by others; try again",
+                                names.lock()
+                            );
+                            return Err(Error::Locked { message }.into());
+                        }
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -11,7 +11,13 @@ pub async fn remove_environment(engine: &dyn Engine, names: &Names) -> anyhow::R
         (labels::ENV, names.env.as_str()),
     ];
     let mut removed = Vec::new();
+    let mut lock = None;
     for c in engine.list_containers(&scope).await.map_err(engine_err)? {
+        // The lock goes last: until everything else is gone, no deploy may start.
+        if c.name == names.lock() {
+            lock = Some(c.name);
+            continue;
+        }
         match engine.remove_container(&c.name, true).await {
             Ok(()) | Err(EngineError::NotFound(_)) => removed.push(format!("container {}", c.name)),
             Err(e) => return Err(engine_err(e)),
@@ -40,6 +46,12 @@ pub async fn remove_environment(engine: &dyn Engine, names: &Names) -> anyhow::R
                 "image {}",
                 image.tags.first().cloned().unwrap_or(image.id)
             )),
+            Err(e) => return Err(engine_err(e)),
+        }
+    }
+    if let Some(lock) = lock {
+        match engine.remove_container(&lock, true).await {
+            Ok(()) | Err(EngineError::NotFound(_)) => removed.push(format!("container {lock}")),
             Err(e) => return Err(engine_err(e)),
         }
     }

@@ -176,6 +176,7 @@ impl Proxy {
         let server = Server::bind(RunOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: state_dir.to_path_buf(),
+            limits: Default::default(),
         })
         .await
         .expect("bind proxy");
@@ -615,6 +616,7 @@ async fn second_proxy_on_the_same_state_dir_is_refused() {
     let err = Server::bind(RunOptions {
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.path().to_path_buf(),
+        limits: Default::default(),
     })
     .await
     .err()

@@ -25,6 +25,7 @@ pub async fn lock(g: &Global, out: &Output, cmd: LockCommand) -> anyhow::Result<
                 std::time::Duration::ZERO,
                 stale_after,
                 true,
+                &g.config,
             )
             .await?;
             out.result(
@@ -42,7 +43,7 @@ pub async fn lock(g: &Global, out: &Output, cmd: LockCommand) -> anyhow::Result<
             out.result(&text, json!({ "released": removed, "lock": names.lock() }));
         }
         LockCommand::Status => {
-            let info = lock::status(&engine, &names, stale_after).await?;
+            let info = lock::status(&engine, &names, stale_after, &g.config).await?;
             let text = match &info {
                 Some(i) => i.describe(),
                 None => format!("{} is free", names.lock()),

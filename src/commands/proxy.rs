@@ -12,8 +12,24 @@ use crate::proxy;
 
 pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ProxyCommand::Run { listen, state_dir } => {
-            proxy::run(proxy::RunOptions { listen, state_dir }).await?;
+        ProxyCommand::Run {
+            listen,
+            state_dir,
+            idle_timeout,
+            header_read_timeout,
+            max_connections,
+        } => {
+            let limits = proxy::Limits {
+                idle_timeout: idle_timeout.into(),
+                header_read_timeout: header_read_timeout.into(),
+                max_connections: max_connections.max(1),
+            };
+            proxy::run(proxy::RunOptions {
+                listen,
+                state_dir,
+                limits,
+            })
+            .await?;
         }
         ProxyCommand::Switch { request, state_dir } => {
             let req = serde_json::from_str(&payload(request)?)

@@ -1,11 +1,15 @@
+//! `deployctl remove`: confirmation, the deploy lock, then everything of one environment.
+
 use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::cli::{Global, RemoveArgs};
 use crate::engine::Engine;
 use crate::error::{Error, ExitCode};
-use crate::host::engine_err;
+use crate::host::{engine_err, ensure_proxy_image};
+use crate::lock;
 use crate::names::Names;
 use crate::output::Output;
 
@@ -30,7 +34,42 @@ pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Resul
             return Ok(ExitCode::Ok);
         }
     }
-    let removed = crate::remove::remove_environment(&engine, &names).await?;
+    // A deploy holding the lock would die half-way: take the lock first (or refuse, naming the
+    // holder), unless --force. The lock goes with everything else.
+    if !args.force {
+        let image = ensure_proxy_image(&engine, &loaded.config).await?;
+        let acquired = lock::acquire(
+            &engine,
+            &names,
+            &image,
+            "remove",
+            Duration::ZERO,
+            loaded.config.deploy.lock_stale_after.get(),
+            false,
+            &g.config,
+        )
+        .await;
+        if let Err(e) = acquired {
+            if matches!(e.downcast_ref::<Error>(), Some(Error::Locked { .. })) {
+                return Err(Error::Locked {
+                    message: format!(
+                        "{e:#}\n  nothing was removed; `deployctl remove --yes --force` removes it anyway (a deploy in progress then fails)"
+                    ),
+                }
+                .into());
+            }
+            return Err(e);
+        }
+    }
+    let removed = match crate::remove::remove_environment(&engine, &names).await {
+        Ok(removed) => removed,
+        Err(e) => {
+            if !args.force {
+                let _ = lock::release(&engine, &names, false).await;
+            }
+            return Err(e);
+        }
+    };
     out.result(
         &format!(
             "removed {} / {}:\n  {}",

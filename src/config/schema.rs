@@ -215,6 +215,15 @@ pub struct Proxy {
     /// `docker.host` and `listen`).
     #[serde(default)]
     pub public_url: Option<String>,
+    /// A keep-alive client connection with no request in progress is closed after this long.
+    #[serde(default = "default_proxy_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// A client must complete a request head within this long of starting it.
+    #[serde(default = "default_proxy_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// Client connections open at once; beyond, new ones get a 503 and are closed.
+    #[serde(default = "default_proxy_max_connections")]
+    pub max_connections: u32,
 }
 
 /// Health gating.
@@ -559,6 +568,15 @@ fn default_lock_stale_after() -> Duration {
 }
 fn default_listen() -> String {
     "8080".into()
+}
+fn default_proxy_idle_timeout() -> Duration {
+    Duration(crate::proxy::conn::DEFAULT_IDLE_TIMEOUT)
+}
+fn default_proxy_header_read_timeout() -> Duration {
+    Duration(crate::proxy::conn::DEFAULT_HEADER_READ_TIMEOUT)
+}
+fn default_proxy_max_connections() -> u32 {
+    crate::proxy::conn::DEFAULT_MAX_CONNECTIONS as u32
 }
 fn default_health_path() -> String {
     "/health".into()

@@ -426,6 +426,7 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
         &["health", "healthy_threshold"][..],
         &["health", "unhealthy_threshold"],
         &["deploy", "keep_releases"],
+        &["proxy", "max_connections"],
     ] {
         if let Some((node, n)) = v.int(path)
             && n < 1
@@ -447,6 +448,21 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
             "must be greater than zero".to_owned(),
             Some(DURATION_HINT.to_owned()),
         );
+    }
+    for path in [
+        &["proxy", "idle_timeout"][..],
+        &["proxy", "header_read_timeout"],
+    ] {
+        if let Some((node, d)) = v.duration(path)
+            && d.get().is_zero()
+        {
+            errors.push(
+                node.loc,
+                &path.join("."),
+                "must be greater than zero".to_owned(),
+                Some(DURATION_HINT.to_owned()),
+            );
+        }
     }
     check_timeout_deadline(&v, errors);
     if let Some(node) = get(&["verify", "max_error_rate"]) {

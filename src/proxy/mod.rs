@@ -3,6 +3,7 @@
 //! controls it only through `docker exec deployctl proxy <command>`, whose client side talks to
 //! the server over a unix socket in the state dir.
 
+pub mod conn;
 mod control;
 mod forward;
 pub mod protocol;
@@ -13,6 +14,7 @@ mod stats;
 mod switch;
 mod upstream;
 
+pub use conn::Limits;
 pub use control::{client_record, client_releases, client_status, client_switch, socket_path};
 pub use forward::{NO_LIVE_BODY, UPSTREAM_DOWN_BODY};
 pub use server::{RunOptions, Server, run};

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -15,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use super::conn::{self, Activity, Finishing, Limits, OpenConnections, Slot, Watched};
 use super::control::{Controller, socket_path};
 use super::forward;
 use super::route::{Route, Router};
@@ -23,13 +25,15 @@ use super::upstream;
 
 /// After SIGTERM, in-flight requests get this long (under Docker's default 10 s stop timeout).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
-/// Slow or idle clients are cut after this without a complete request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections over `max_connections` being answered 503 at once; beyond, they are just closed.
+const MAX_SHEDDING: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
+    /// Idle and header read timeouts, and the bound on open client connections.
+    pub limits: Limits,
 }
 
 /// A bound proxy, not yet serving. Split from [`run`] so callers (tests) can learn the port.
@@ -39,6 +43,7 @@ pub struct Server {
     socket: PathBuf,
     router: Arc<Router>,
     controller: Arc<Controller>,
+    limits: Limits,
 }
 
 impl Server {
@@ -81,6 +86,7 @@ impl Server {
             socket,
             router,
             controller,
+            limits: opts.limits,
         })
     }
 
@@ -106,15 +112,31 @@ impl Server {
             socket,
             router,
             controller,
+            limits,
         } = self;
-        tracing::info!(listen = %listener.local_addr()?, control = %socket.display(), "proxy listening");
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            control = %socket.display(),
+            idle_timeout = ?limits.idle_timeout,
+            header_read_timeout = ?limits.header_read_timeout,
+            max_connections = limits.max_connections,
+            "proxy listening"
+        );
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut workers = Vec::new();
         for index in 0..worker_count() {
-            workers.push(Worker::spawn(index, Arc::clone(&router), stop_rx.clone())?);
+            workers.push(Worker::spawn(
+                index,
+                Arc::clone(&router),
+                stop_rx.clone(),
+                limits,
+            )?);
         }
         let mut control_tasks = JoinSet::new();
+        let open = OpenConnections::default();
+        let mut shedding = JoinSet::new();
+        let mut last_shed_warning: Option<std::time::Instant> = None;
         let mut next = 0;
         tokio::pin!(shutdown);
 
@@ -125,11 +147,22 @@ impl Server {
                     Ok((stream, peer)) => {
                         // Small responses must not wait for an ACK (Nagle) before going out.
                         let _ = stream.set_nodelay(true);
+                        let Some(slot) = open.try_open(limits.max_connections) else {
+                            // Over the bound: a clear 503, not an exhausted fd table.
+                            if last_shed_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                                last_shed_warning = Some(std::time::Instant::now());
+                                tracing::warn!(max_connections = limits.max_connections, "too many open connections; answering new ones 503");
+                            }
+                            if shedding.len() < MAX_SHEDDING {
+                                shedding.spawn(conn::shed(stream));
+                            }
+                            continue;
+                        };
                         match stream.into_std() {
                             Ok(stream) => {
                                 let worker = &workers[next % workers.len()];
                                 next = next.wrapping_add(1);
-                                if worker.connections.send((stream, peer)).is_err() {
+                                if worker.connections.send((stream, peer, slot)).is_err() {
                                     tracing::warn!(worker = worker.index, "proxy worker is gone; connection dropped");
                                 }
                             }
@@ -154,8 +187,10 @@ impl Server {
                 },
                 // Reap finished control connections so the set stays small.
                 Some(_) = control_tasks.join_next(), if !control_tasks.is_empty() => {}
+                Some(_) = shedding.join_next(), if !shedding.is_empty() => {}
             }
         }
+        shedding.shutdown().await;
 
         tracing::info!(in_flight = router.status().in_flight, "shutting down");
         drop(listener);
@@ -191,16 +226,20 @@ fn worker_count() -> usize {
 /// One worker thread with its own current-thread runtime.
 struct Worker {
     index: usize,
-    connections: mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    connections: mpsc::UnboundedSender<Handed>,
     /// Completes when the worker's connections are closed and its thread is about to exit.
     finished: oneshot::Receiver<()>,
 }
+
+/// A client connection handed to a worker, with its slot among the open connections.
+type Handed = (std::net::TcpStream, SocketAddr, Slot);
 
 impl Worker {
     fn spawn(
         index: usize,
         router: Arc<Router>,
         stop: watch::Receiver<bool>,
+        limits: Limits,
     ) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -212,7 +251,7 @@ impl Worker {
             .name(format!("proxy-worker-{index}"))
             .spawn(move || {
                 upstream::set_worker_slot(index);
-                runtime.block_on(work(incoming, router, stop));
+                runtime.block_on(work(incoming, router, stop, limits));
                 // Dropping the runtime ends what is left (idle upstream connection drivers).
                 drop(runtime);
                 let _ = done.send(());
@@ -228,14 +267,17 @@ impl Worker {
 
 /// A worker's loop: serves the connections handed to it until the proxy stops.
 async fn work(
-    mut incoming: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    mut incoming: mpsc::UnboundedReceiver<Handed>,
     router: Arc<Router>,
     stop: watch::Receiver<bool>,
+    limits: Limits,
 ) {
     let mut http = http1::Builder::new();
+    // hyper's header read timeout would also run while a keep-alive connection is idle;
+    // both limits are kept per connection instead (see `conn`).
     http.keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(None);
     let mut tasks = JoinSet::new();
     let mut stopping = stop.clone();
     // Closes this thread's upstream connections once they have been idle too long, also when
@@ -247,9 +289,10 @@ async fn work(
         tokio::select! {
             _ = stopping.wait_for(|stopping| *stopping) => break,
             handed = incoming.recv() => match handed {
-                Some((stream, peer)) => match TcpStream::from_std(stream) {
+                Some((stream, peer, slot)) => match TcpStream::from_std(stream) {
                     Ok(stream) => {
-                        tasks.spawn(serve_connection(&http, stream, peer, Arc::clone(&router), stop.clone()));
+                        let stream = Watched::new(stream, Activity::new(), slot);
+                        tasks.spawn(serve_connection(&http, stream, peer, Arc::clone(&router), stop.clone(), limits));
                     }
                     Err(e) => tracing::warn!(%peer, error = %e, "cannot register a client connection"),
                 },
@@ -278,34 +321,100 @@ async fn work(
     }
 }
 
+/// Serves one client connection until it ends, the proxy stops, or it outstays its limits:
+/// idle for `idle_timeout`, or `header_read_timeout` into an incomplete request head.
 fn serve_connection(
     http: &http1::Builder,
-    stream: TcpStream,
+    stream: Watched<TcpStream>,
     peer: SocketAddr,
     router: Arc<Router>,
     mut stop: watch::Receiver<bool>,
+    limits: Limits,
 ) -> impl Future<Output = ()> + Send + 'static {
     let client = Arc::new(forward::Client::new(peer));
-    let service =
-        service_fn(move |req| forward::handle(Arc::clone(&router), req, Arc::clone(&client)));
+    let activity = Arc::clone(stream.activity());
+    let requests = Arc::clone(&activity);
+    let service = service_fn(move |req| {
+        // The request counts as in progress until hyper drops its response body.
+        let guard = requests.request();
+        let answer = forward::handle(Arc::clone(&router), req, Arc::clone(&client));
+        async move {
+            answer
+                .await
+                .map(|resp| resp.map(|body| Finishing::new(body, guard)))
+        }
+    });
     let conn = http
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     async move {
         tokio::pin!(conn);
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+        let stopped = async {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        tokio::pin!(stopped);
+        // The watchdog's timer is armed at `armed`: moved earlier as soon as a limit comes
+        // closer (a request head starts), otherwise re-checked when it fires.
+        let mut armed = match activity.check(&limits) {
+            Ok(ms) => ms,
+            Err(_) => return,
+        };
+        let timer = tokio::time::sleep_until(activity.instant(armed).into());
+        tokio::pin!(timer);
+        loop {
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Ended(res));
                 }
-            }
-            () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
-                // Finish the request in progress, then close.
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                if stopped.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Stopping);
+                }
+                if let Some((deadline, _)) = activity.deadline_ms(&limits)
+                    && deadline < armed
+                {
+                    armed = deadline;
+                    timer.as_mut().reset(activity.instant(armed).into());
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Check);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Ended(res) => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                    return;
+                }
+                Event::Stopping => {
+                    // Finish the request in progress, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                    return;
+                }
+                Event::Check => match activity.check(&limits) {
+                    Ok(next) => {
+                        armed = next;
+                        timer.as_mut().reset(activity.instant(armed).into());
+                    }
+                    Err(why) => {
+                        // Nothing is in progress: dropping the connection just closes it.
+                        tracing::debug!(%peer, ?why, "closing client connection");
+                        return;
+                    }
+                },
             }
         }
     }
+}
+
+/// What woke a connection's task.
+enum Event {
+    Ended(Result<(), hyper::Error>),
+    Stopping,
+    Check,
 }
 
 /// Binds the control socket, replacing a stale one but refusing to steal a live proxy's.
