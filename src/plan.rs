@@ -123,6 +123,10 @@ pub enum Step {
         interval: String,
         timeout: String,
         deadline: String,
+        /// Consecutive failing answers that fail the release.
+        unhealthy_threshold: u32,
+        /// Failures in this first stretch do not count.
+        start_period: String,
     },
     Switch {
         from: Option<String>,
@@ -248,13 +252,20 @@ impl Step {
                 interval,
                 timeout,
                 deadline,
+                unhealthy_threshold,
+                start_period,
             } => format!(
-                "wait for {healthy_threshold} consecutive passing checks of {url} (status {}, every {interval}, timeout {timeout}, deadline {deadline})",
+                "wait for {healthy_threshold} consecutive passing checks of {url} (status {}, every {interval}, timeout {timeout}, deadline {deadline}); fail after {unhealthy_threshold} consecutive failing answers{}",
                 expect_status
                     .iter()
                     .map(u16::to_string)
                     .collect::<Vec<_>>()
-                    .join("|")
+                    .join("|"),
+                if start_period == "0s" {
+                    String::new()
+                } else {
+                    format!(" (none counted in the first {start_period})")
+                }
             ),
             Step::Switch {
                 from,
@@ -553,6 +564,8 @@ fn swap_steps(
         interval: h.interval.to_string(),
         timeout: h.timeout.to_string(),
         deadline: h.deadline.to_string(),
+        unhealthy_threshold: h.unhealthy_threshold,
+        start_period: h.start_period.to_string(),
     });
     steps.extend(hook_steps("pre_deploy", &config.hooks.pre_deploy));
     steps.push(Step::Switch {

@@ -1,4 +1,6 @@
-//! Issue 8, item 15: health values that make no sense are refused with their location.
+//! Issue 8, items 15 and 17: health values that make no sense, and a release that answers
+//! errors failing fast (with a start period for slow starters). The Docker tests run on the real
+//! engine, like tests/deploy.rs.
 
 mod support;
 
@@ -7,7 +9,7 @@ use std::process::Stdio;
 
 use deployctl::config::{LoadOptions, load};
 use deployctl::error::{ConfigError, Error};
-use support::Run;
+use support::{App, Run};
 
 // ---------------------------------------------------------------- item 15
 
@@ -130,4 +132,104 @@ fn item15_health_path_with_a_space_or_a_newline_is_refused_with_its_location() {
         process_env: Default::default(),
     };
     assert!(load(&opts).is_ok());
+}
+
+// ---------------------------------------------------------------- item 17
+
+/// The probe events of a `--output json` deploy document.
+fn probes(doc: &serde_json::Value) -> Vec<serde_json::Value> {
+    doc["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e.get("probe").cloned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn deploy_json(app: &App, version: &str, env: &[(&str, &str)]) -> (Run, serde_json::Value) {
+    let run = app.run(&["deploy", "--version", version, "--output", "json"], env);
+    let doc = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("JSON: {e}\n{run}"));
+    (run, doc)
+}
+
+#[test]
+fn item17_a_release_answering_errors_fails_after_unhealthy_threshold_answers() {
+    // A deadline this long would time the test out if the failure waited for it.
+    let overlay = "[health]\ndeadline = \"300s\"\nunhealthy_threshold = 3\n";
+    let app = App::with_overlay("dctfst", "0s", overlay);
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+
+    let (run, doc) = deploy_json(&app, "v2", &[("DEMO_MODE", "fail500")]);
+    assert_eq!(run.code, 1, "{run}");
+    let reason = doc["failure"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("health check failed: 3 consecutive failed probes"),
+        "{reason}"
+    );
+    assert!(reason.contains("expected status 200, got 500"), "{reason}");
+    // Refused connections while it started did not count; it failed at the 3rd answer.
+    let probes = probes(&doc);
+    let answered: Vec<&serde_json::Value> =
+        probes.iter().filter(|p| !p["status"].is_null()).collect();
+    assert_eq!(answered.len(), 3, "{probes:#?}");
+    assert!(answered.iter().all(|p| p["status"] == 500), "{probes:#?}");
+    assert_eq!(probes.last(), answered.last().copied(), "{probes:#?}");
+
+    // The live release was never touched.
+    assert_eq!(app.serving().as_deref(), Some("v1"));
+    assert_eq!(app.container_running(&app.container("blue")), Some(true));
+    assert_eq!(app.status_json()["live"]["version"], "v1");
+}
+
+#[test]
+fn item17_start_period_lets_a_slow_starter_answer_errors_first() {
+    let overlay = "[health]\ndeadline = \"300s\"\nunhealthy_threshold = 2\n";
+    let app = App::with_overlay("dctstp", "0s", overlay);
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    // Its first 6 checks answer 500, then it passes.
+    let slow_starter = [("DEMO_MODE", "fail_first"), ("DEMO_FAIL_AFTER", "6")];
+
+    // Without a start period, those errors fail it at the 2nd answer.
+    let (run, doc) = deploy_json(&app, "v2", &slow_starter);
+    assert_eq!(run.code, 1, "{run}");
+    let answered = probes(&doc)
+        .into_iter()
+        .filter(|p| !p["status"].is_null())
+        .count();
+    assert_eq!(answered, 2, "{doc:#}");
+    assert_eq!(app.serving().as_deref(), Some("v1"));
+
+    // With one, failures inside it do not count: the release deploys.
+    let overlay = app.root().join("environments/test.toml");
+    let text = std::fs::read_to_string(&overlay).expect("read overlay");
+    std::fs::write(
+        &overlay,
+        text.replace("[health]\n", "[health]\nstart_period = \"60s\"\n"),
+    )
+    .expect("write overlay");
+    app.commit("start period");
+    let (run, doc) = deploy_json(&app, "v3", &slow_starter);
+    assert_eq!(run.code, 0, "{run}");
+    let statuses: Vec<serde_json::Value> =
+        probes(&doc).iter().map(|p| p["status"].clone()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 500).count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(app.serving().as_deref(), Some("v3"));
+
+    // The rule is shown by dry-run.
+    let plan = app.run(&["deploy", "--dry-run", "--version", "v4"], &[]);
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.stdout
+            .contains("fail after 2 consecutive failing answers (none counted in the first 1m)"),
+        "{plan}"
+    );
 }

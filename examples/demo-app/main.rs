@@ -8,7 +8,9 @@
 //! - `DEPLOYCTL_VERSION` / `APP_VERSION` (default `dev`), `DEPLOYCTL_COLOR` (default `-`).
 //! - `DEMO_MODE`: `healthy` (default), `fail500`, `slow`, `refuse`, `crash`, `flap`,
 //!   `never_ready`, `fail_after` (everything 500s after N requests), `unhealthy_after` (only
-//!   `/health` fails after N health checks, `/` keeps serving); tuned by `DEMO_SLOW_MS` (10000) and `DEMO_FAIL_AFTER` (20).
+//!   `/health` fails after N health checks, `/` keeps serving), `fail_first` (`/health` answers 500
+//!   to its first N checks, then passes: a slow starter); tuned by `DEMO_SLOW_MS` (10000) and
+//!   `DEMO_FAIL_AFTER` (20, the N of the last three).
 //! - `DEMO_STARTUP_MS` (default 0): delay before listening, a slow start.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -53,6 +55,7 @@ enum Mode {
     NeverReady,
     FailAfter,
     UnhealthyAfter,
+    FailFirst,
 }
 
 impl Mode {
@@ -67,6 +70,7 @@ impl Mode {
             "never_ready" => Mode::NeverReady,
             "fail_after" => Mode::FailAfter,
             "unhealthy_after" => Mode::UnhealthyAfter,
+            "fail_first" => Mode::FailFirst,
             _ => return None,
         })
     }
@@ -82,6 +86,7 @@ impl Mode {
             Mode::NeverReady => "never_ready",
             Mode::FailAfter => "fail_after",
             Mode::UnhealthyAfter => "unhealthy_after",
+            Mode::FailFirst => "fail_first",
         }
     }
 }
@@ -247,6 +252,16 @@ fn route(app: &App, method: &str, target: &str) -> Response {
             }
         }
         Mode::NeverReady => Response::json(503, "{\"status\":\"starting\"}"),
+        Mode::FailFirst => {
+            if app.health_hits.fetch_add(1, Ordering::SeqCst) >= app.fail_after {
+                ok()
+            } else {
+                Response::json(
+                    500,
+                    "{\"status\":\"error\",\"error\":\"DEMO_MODE=fail_first: not ready yet\"}",
+                )
+            }
+        }
         Mode::UnhealthyAfter => {
             if app.health_hits.fetch_add(1, Ordering::SeqCst) < app.fail_after {
                 ok()
@@ -473,7 +488,7 @@ fn run() -> Result<(), String> {
     let mode_text = env_nonempty("DEMO_MODE").unwrap_or_else(|| "healthy".into());
     let mode = Mode::parse(&mode_text).ok_or_else(|| {
         format!(
-            "DEMO_MODE={mode_text:?} is unknown; expected one of healthy, fail500, slow, refuse, crash, flap, never_ready, fail_after, unhealthy_after"
+            "DEMO_MODE={mode_text:?} is unknown; expected one of healthy, fail500, slow, refuse, crash, flap, never_ready, fail_after, unhealthy_after, fail_first"
         )
     })?;
     let port = match env_nonempty("PORT") {
