@@ -1,15 +1,119 @@
-//! Issue 8, items 15 and 17: health values that make no sense, and a release that answers
-//! errors failing fast (with a start period for slow starters). The Docker tests run on the real
-//! engine, like tests/deploy.rs.
+//! Issue 8, items 2, 15 and 17: an interrupt while the old colour stops, health values that make
+//! no sense, and a release that answers errors failing fast (with a start period for slow
+//! starters). The Docker tests run on the real engine, like tests/deploy.rs.
 
 mod support;
 
+use std::io::BufRead;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use deployctl::config::{LoadOptions, load};
 use deployctl::error::{ConfigError, Error};
-use support::{App, Run};
+use support::{App, Run, wait_until};
+
+// ---------------------------------------------------------------- item 2
+
+/// Runs `deploy <version> -v`, sends SIGINT as soon as a stderr line contains `trigger`, and
+/// returns the exit code and everything deployctl printed on stderr.
+fn deploy_interrupted_at(
+    app: &App,
+    version: &str,
+    env: &[(&str, &str)],
+    trigger: &str,
+) -> (Option<i32>, String) {
+    let mut child = app
+        .command(&["deploy", "--version", version, "-v"], env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deployctl");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let (tx, triggered) = std::sync::mpsc::channel();
+    let reader = {
+        let (seen, trigger) = (seen.clone(), trigger.to_string());
+        std::thread::spawn(move || {
+            let mut fired = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(mut s) = seen.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+                // Sent from this thread at once: the phase may be short.
+                if !fired && line.contains(&trigger) {
+                    fired = true;
+                    let _ = tx.send(());
+                }
+            }
+        })
+    };
+    let reached = triggered.recv_timeout(Duration::from_secs(120));
+    if reached.is_err() {
+        let _ = child.kill();
+    } else {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+    }
+    let status = child.wait().expect("wait for deployctl");
+    let _ = reader.join();
+    let stderr = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(reached.is_ok(), "never reached `{trigger}`:\n{stderr}");
+    (status.code(), stderr)
+}
+
+#[test]
+fn item02_sigint_while_the_old_colour_stops_keeps_the_new_release_serving() {
+    // The old release keeps answering for 20 s after SIGTERM (well inside stop_timeout), so the
+    // interrupt surely lands while it is stopping, and it has surely exited when we look again.
+    let overlay = "[deploy]\nstop_timeout = \"60s\"\n[app.env]\nDEMO_STOP_DELAY_MS = \"20000\"\n";
+    let app = App::with_overlay("dctsst", "0s", overlay);
+    let run = app.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let (blue, green) = (app.container("blue"), app.container("green"));
+
+    let (code, stderr) = deploy_interrupted_at(&app, "v2", &[], &format!("==> stop: {blue}"));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        !stderr.contains("traffic is back on v1"),
+        "no switch back to the stopping v1:\n{stderr}"
+    );
+    assert_eq!(app.serving().as_deref(), Some("v2"), "{stderr}");
+    assert_eq!(app.container_running(&green), Some(true), "{stderr}");
+    assert!(
+        stderr.contains("traffic stays on v2: v1 was already being stopped"),
+        "says truthfully where traffic is:\n{stderr}"
+    );
+
+    // Once v1 has finished stopping, v2 still serves and `status` is healthy.
+    assert!(
+        wait_until(Duration::from_secs(90), || app.container_running(&blue)
+            == Some(false)),
+        "v1 finished stopping"
+    );
+    assert_eq!(app.get().map(|(s, _)| s), Ok(200));
+    assert_eq!(app.serving().as_deref(), Some("v2"));
+    assert_eq!(app.container_running(&green), Some(true));
+    let status = app.run(&["status"], &[]);
+    assert_eq!(status.code, 0, "{status}");
+    assert_eq!(app.status_json()["live"]["version"], "v2");
+    assert!(!app.lock_exists(), "lock released");
+    // The ledger agrees with the proxy: v2 serves.
+    let releases = app.run(&["releases", "--output", "json"], &[]);
+    let doc: serde_json::Value = serde_json::from_str(&releases.stdout).expect("releases JSON");
+    let v2 = doc["releases"]
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|r| r["version"] == "v2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(v2["outcome"], "live", "{doc:#}");
+}
 
 // ---------------------------------------------------------------- item 15
 

@@ -12,6 +12,7 @@
 //!   to its first N checks, then passes: a slow starter); tuned by `DEMO_SLOW_MS` (10000) and
 //!   `DEMO_FAIL_AFTER` (20, the N of the last three).
 //! - `DEMO_STARTUP_MS` (default 0): delay before listening, a slow start.
+//! - `DEMO_STOP_DELAY_MS` (default 0): keep serving this long after SIGTERM/SIGINT, a slow stop.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -508,6 +509,7 @@ fn run() -> Result<(), String> {
         health_hits: AtomicU64::new(0),
     });
     let startup = Duration::from_millis(env_number("DEMO_STARTUP_MS", 0)?);
+    let stop_delay = Duration::from_millis(env_number("DEMO_STOP_DELAY_MS", 0)?);
 
     log(&format!(
         "demo-app starting version={} color={} mode={} port={port} startup_ms={}",
@@ -572,6 +574,14 @@ fn run() -> Result<(), String> {
     } else {
         "SIGTERM"
     };
+    if !stop_delay.is_zero() {
+        // A slow stop: still serving while `docker stop` waits for us.
+        log(&format!(
+            "received {name}, still serving for {} ms",
+            stop_delay.as_millis()
+        ));
+        thread::sleep(stop_delay);
+    }
     log(&format!("received {name}, exiting"));
     Ok(())
 }
