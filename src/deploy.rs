@@ -1471,4 +1471,16 @@ pub async fn recover(session: &Session<'_>) {
     if progress.lock_held {
         let _ = lock::release(engine, &session.names, false).await;
     }
+    // The interrupt may have come before the stop request reached Docker: ask again, so the old
+    // colour ends stopped as the run meant (the daemon carries out a stop it has received).
+    if new_is_live
+        && progress.old_stopping
+        && let Some(previous) = &progress.switched_from
+    {
+        let stop = engine.stop_container(
+            &previous.container,
+            session.loaded.config.deploy.stop_timeout.get(),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), stop).await;
+    }
 }
