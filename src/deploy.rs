@@ -41,7 +41,11 @@ pub struct Progress {
     pub started: Option<(String, String)>,
     /// The live target before this run switched (set when a switch begins).
     pub switched_from: Option<Target>,
+    /// The target this run switches to (set when a switch begins).
+    pub switched_to: Option<Target>,
     pub switch_started: bool,
+    /// The previous release's container was told to stop: traffic must not go back to it.
+    pub old_stopping: bool,
     pub record: Option<ReleaseRecord>,
     pub finished: bool,
 }
@@ -820,6 +824,7 @@ async fn execute(
                 let phase = Phase::start(reporter, "switch", format!("-> {}", plan.container));
                 session.progress(|p| {
                     p.switched_from = observed.live.clone();
+                    p.switched_to = Some(new_target.clone());
                     p.switch_started = true;
                 });
                 match switch_to(session, &new_target).await {
@@ -842,6 +847,8 @@ async fn execute(
                 r
             }
             Step::StopContainer { container, .. } => {
+                // From here on an interrupt keeps the new release serving (see `recover`).
+                session.progress(|p| p.old_stopping = true);
                 let phase = Phase::start(reporter, "stop", container.clone());
                 match engine
                     .stop_container(container, config.deploy.stop_timeout.get())
@@ -1378,8 +1385,12 @@ async fn prune(session: &Session<'_>, images: &[String]) {
     phase.ok("");
 }
 
-/// After SIGINT/SIGTERM: traffic back on the old release, the new container stopped, the lock
-/// released. Bounded in time by the caller.
+/// After SIGINT/SIGTERM: traffic on a running release, the new container stopped unless it is
+/// the one that serves, the lock released. Bounded in time by the caller.
+///
+/// Before the switch nothing live was touched. After it, traffic goes back to the previous
+/// release only while that one still runs and was not told to stop; once its stop has begun
+/// (or it is gone), the new release, which passed its health checks, keeps serving.
 pub async fn recover(session: &Session<'_>) {
     let progress = session
         .progress
@@ -1390,20 +1401,59 @@ pub async fn recover(session: &Session<'_>) {
         return;
     }
     let engine = session.engine;
-    if progress.switch_started
-        && let Some(previous) = &progress.switched_from
-    {
-        match switch_to(session, previous).await {
-            Ok(_) => session
-                .reporter
-                .info(format!("traffic is back on {}", previous.version)),
-            Err(e) => session.reporter.warn(format!(
-                "could not switch back to {}: {e:#}",
-                previous.version
-            )),
+    let mut new_is_live = false;
+    if progress.switch_started {
+        let previous = progress.switched_from.as_ref();
+        let previous_runs = match previous {
+            Some(p) if !progress.old_stopping => engine
+                .inspect_container(&p.container)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.state.running),
+            _ => false,
+        };
+        match (previous, &progress.switched_to) {
+            (Some(previous), _) if previous_runs => match switch_to(session, previous).await {
+                Ok(_) => session
+                    .reporter
+                    .info(format!("traffic is back on {}", previous.version)),
+                Err(e) => {
+                    // The proxy refuses a target that fails its check: traffic stayed on the new one.
+                    new_is_live = true;
+                    session.reporter.warn(format!(
+                        "could not switch back to {}: {e:#}",
+                        previous.version
+                    ));
+                }
+            },
+            (previous, Some(new)) => {
+                new_is_live = true;
+                let why = match previous {
+                    Some(p) if progress.old_stopping => {
+                        format!(": {} was already being stopped", p.version)
+                    }
+                    Some(p) => format!(": {} is not running", p.version),
+                    None => String::new(),
+                };
+                // A no-op when the switch completed; finishes it (after a check) when it did not.
+                match switch_to(session, new).await {
+                    Ok(_) => session
+                        .reporter
+                        .info(format!("traffic stays on {}{why}", new.version)),
+                    Err(e) => session.reporter.warn(format!(
+                        "could not keep traffic on {}{why}: {e:#}",
+                        new.version
+                    )),
+                }
+            }
+            (_, None) => {}
         }
+    } else {
+        session
+            .reporter
+            .info("traffic was not switched: the live release was not touched");
     }
-    let new_is_live = progress.switch_started && progress.switched_from.is_none();
     if let Some((container, _)) = &progress.started
         && !new_is_live
     {
@@ -1412,12 +1462,30 @@ pub async fn recover(session: &Session<'_>) {
             .await;
     }
     if let Some(mut record) = progress.record.clone() {
-        record.outcome = Outcome::Failed;
-        record.reason = Some("interrupted".into());
+        if new_is_live {
+            // It serves: the ledger says so rather than contradict the proxy.
+            record.outcome = Outcome::Live;
+            record.reason = Some("interrupted after its switch".into());
+        } else {
+            record.outcome = Outcome::Failed;
+            record.reason = Some("interrupted".into());
+        }
         record.finished_at = Some(now_unix());
         let _ = host::proxy_record(engine, &session.names, &record).await;
     }
     if progress.lock_held {
         let _ = lock::release(engine, &session.names, false).await;
+    }
+    // The interrupt may have come before the stop request reached Docker: ask again, so the old
+    // colour ends stopped as the run meant (the daemon carries out a stop it has received).
+    if new_is_live
+        && progress.old_stopping
+        && let Some(previous) = &progress.switched_from
+    {
+        let stop = engine.stop_container(
+            &previous.container,
+            session.loaded.config.deploy.stop_timeout.get(),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), stop).await;
     }
 }

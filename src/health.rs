@@ -41,8 +41,12 @@ pub struct HealthSpec {
     pub timeout_ms: u64,
     /// Consecutive passes needed (0 counts as 1).
     pub healthy_threshold: u32,
-    /// Consecutive failures, after a pass, that make the target unhealthy (0 counts as 1).
+    /// Consecutive failures, counted from the target's first HTTP answer, that make it
+    /// unhealthy (0 counts as 1). Failures before any answer (a refused port) do not count.
     pub unhealthy_threshold: u32,
+    /// Failures of probes started within this long of the start of the wait do not count.
+    #[serde(default)]
+    pub start_period_ms: u64,
     /// Limit on the whole wait; overshot by at most one `timeout_ms`.
     pub deadline_ms: u64,
     /// Passing status codes; empty means any 2xx.
@@ -392,9 +396,10 @@ fn unhealthy_reason(failures: u32, after: &str, last: Option<&ProbeResult>) -> S
 }
 
 /// Probes every `interval_ms` until `healthy_threshold` consecutive passes (Healthy), until
-/// `unhealthy_threshold` consecutive failures after at least one pass (Unhealthy), or until
-/// `deadline_ms` (DeadlineExceeded). Failures before the first pass, such as a refused port
-/// while the app starts, only use up the deadline. At least one probe is always made.
+/// `unhealthy_threshold` consecutive counted failures (Unhealthy), or until `deadline_ms`
+/// (DeadlineExceeded). A failure counts once the target has answered HTTP at all (a refused port
+/// while the app starts only uses up the deadline) and when its probe started after
+/// `start_period_ms`. At least one probe is always made.
 pub async fn wait_healthy(
     spec: &HealthSpec,
     on_probe: &mut (dyn FnMut(&ProbeResult) + Send),
@@ -411,19 +416,21 @@ pub async fn wait_healthy(
     let mut passes: u32 = 0;
     let mut failures: u32 = 0;
     let mut ever_passed = false;
+    let mut answered = false;
     loop {
         let probe_start = Instant::now();
         let mut result = probe_once(spec, &client).await;
         result.at_ms = millis(probe_start - start);
         probes = probes.saturating_add(1);
         on_probe(&result);
+        answered |= result.status.is_some();
         if result.ok {
             passes += 1;
             failures = 0;
             ever_passed = true;
         } else {
             passes = 0;
-            if ever_passed {
+            if answered && result.at_ms >= spec.start_period_ms {
                 failures += 1;
             }
         }
@@ -435,7 +442,12 @@ pub async fn wait_healthy(
             };
         }
         if failures >= unhealthy_threshold {
-            let reason = unhealthy_reason(failures, "after the target had passed", recent.0.back());
+            let after = if ever_passed {
+                "after the target had passed"
+            } else {
+                "since its first answer"
+            };
+            let reason = unhealthy_reason(failures, after, recent.0.back());
             return HealthOutcome::Unhealthy {
                 reason,
                 last: recent.take(),

@@ -265,6 +265,7 @@ pub fn health_spec(config: &Config, host: &str) -> HealthSpec {
         timeout_ms: h.timeout.get().as_millis() as u64,
         healthy_threshold: h.healthy_threshold,
         unhealthy_threshold: h.unhealthy_threshold,
+        start_period_ms: h.start_period.get().as_millis() as u64,
         deadline_ms: h.deadline.get().as_millis() as u64,
         expect_status: h.expect_status.clone(),
         expect_body: h.expect_body.clone(),

@@ -135,6 +135,10 @@ pub enum Step {
         /// `health.docker_cmd`: Docker's own HEALTHCHECK must pass too.
         #[serde(skip_serializing_if = "Option::is_none")]
         docker_cmd: Option<Vec<String>>,
+        /// Consecutive failing answers that fail the release.
+        unhealthy_threshold: u32,
+        /// Failures in this first stretch do not count.
+        start_period: String,
     },
     Switch {
         from: Option<String>,
@@ -265,6 +269,8 @@ impl Step {
                 expect_body,
                 expect_json,
                 docker_cmd,
+                unhealthy_threshold,
+                start_period,
             } => {
                 let mut rules = String::new();
                 if let Some(b) = expect_body {
@@ -285,12 +291,17 @@ impl Step {
                     rules.push_str(&format!(", headers {}", list.join(", ")));
                 }
                 format!(
-                    "wait for {healthy_threshold} consecutive passing checks of {url} (status {}, every {interval}, timeout {timeout}, deadline {deadline}{rules})",
+                    "wait for {healthy_threshold} consecutive passing checks of {url} (status {}, every {interval}, timeout {timeout}, deadline {deadline}{rules}); fail after {unhealthy_threshold} consecutive failing answers{}",
                     expect_status
                         .iter()
                         .map(u16::to_string)
                         .collect::<Vec<_>>()
-                        .join("|")
+                        .join("|"),
+                    if start_period == "0s" {
+                        String::new()
+                    } else {
+                        format!(" (none counted in the first {start_period})")
+                    }
                 )
             }
             Step::Switch {
@@ -601,6 +612,8 @@ fn swap_steps(
         expect_body: h.expect_body.clone(),
         expect_json: h.expect_json.clone(),
         docker_cmd: h.docker_cmd.clone(),
+        unhealthy_threshold: h.unhealthy_threshold,
+        start_period: h.start_period.to_string(),
     });
     steps.extend(hook_steps("pre_deploy", &config.hooks.pre_deploy));
     steps.push(Step::Switch {

@@ -260,8 +260,8 @@ fn sigint_during_health_wait_and_drain_keeps_the_old_release() {
     let run = app.deploy("v1", &[]);
     assert_eq!(run.code, 0, "{run}");
 
-    // During the health wait: v2 never becomes ready.
-    interrupt_during(&app, "v2", &[("DEMO_MODE", "never_ready")], "[health]");
+    // During the health wait: v2 never answers (an app answering errors would fail fast).
+    interrupt_during(&app, "v2", &[("DEMO_MODE", "refuse")], "[health]");
     assert_eq!(app.serving().as_deref(), Some("v1"));
     assert!(!app.lock_exists(), "lock released");
     assert_eq!(app.status_json()["live"]["version"], "v1");

@@ -222,11 +222,12 @@ fn kill9_during_the_health_wait() {
     let app = App::with_verify("dctk9h", "0s");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
-    // v2 never becomes ready, so the kill lands inside the health wait whatever the timing.
+    // v2 never answers (errors would fail it fast), so the kill lands inside the health wait
+    // whatever the timing.
     let (_, ended) = deploy_killed_at(
         &app,
         "v2",
-        &[("DEMO_MODE", "never_ready")],
+        &[("DEMO_MODE", "refuse")],
         "[health] check failed",
     );
     assert!(ended.stderr.contains("==> health"), "{}", ended.stderr);

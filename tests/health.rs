@@ -113,6 +113,7 @@ fn spec(url: String) -> HealthSpec {
         timeout_ms: 500,
         healthy_threshold: 2,
         unhealthy_threshold: 3,
+        start_period_ms: 0,
         deadline_ms: 3000,
         expect_status: vec![200],
         expect_body: None,
@@ -421,6 +422,8 @@ async fn never_ready_ends_at_the_deadline_with_the_last_probes() {
     let server = serve(|_| reply(503, r#"{"status":"starting"}"#)).await;
     let mut s = spec(server.url("/health"));
     s.deadline_ms = 500;
+    // Inside the start period failures do not count: only the deadline ends the wait.
+    s.start_period_ms = 500;
     let started = Instant::now();
     let (outcome, seen) = wait(&s).await;
     let took = started.elapsed();
@@ -439,6 +442,34 @@ async fn never_ready_ends_at_the_deadline_with_the_last_probes() {
     assert!(seen.len() >= 8, "{}", seen.len());
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert!(took < Duration::from_millis(800), "{took:?}");
+}
+
+#[tokio::test]
+async fn item17_errors_fail_the_wait_from_the_first_answer() {
+    let server = serve(|_| reply(500, "broken")).await;
+    let mut s = spec(server.url("/health"));
+    s.deadline_ms = 60_000;
+    s.unhealthy_threshold = 3;
+    let (outcome, seen) = wait(&s).await;
+    match outcome {
+        HealthOutcome::Unhealthy { reason, .. } => assert_eq!(
+            reason,
+            "3 consecutive failed probes since its first answer; last: expected status 200, got 500"
+        ),
+        other => panic!("expected Unhealthy, got {other:?}"),
+    }
+    assert_eq!(seen.len(), 3);
+
+    // Failures of probes started inside the start period do not count.
+    s.start_period_ms = 300;
+    let (outcome, seen) = wait(&s).await;
+    assert!(
+        matches!(outcome, HealthOutcome::Unhealthy { .. }),
+        "{outcome:?}"
+    );
+    let counted: Vec<&ProbeResult> = seen.iter().filter(|p| p.at_ms >= 300).collect();
+    assert_eq!(counted.len(), 3, "{seen:?}");
+    assert!(seen.len() > 3, "{seen:?}");
 }
 
 #[tokio::test]

@@ -8,9 +8,12 @@
 //! - `DEPLOYCTL_VERSION` / `APP_VERSION` (default `dev`), `DEPLOYCTL_COLOR` (default `-`).
 //! - `DEMO_MODE`: `healthy` (default), `fail500`, `slow`, `refuse`, `crash`, `flap`,
 //!   `never_ready`, `fail_after` (everything 500s after N requests), `unhealthy_after` (only
-//!   `/health` fails after N health checks, `/` keeps serving); tuned by `DEMO_SLOW_MS` (10000) and `DEMO_FAIL_AFTER` (20).
+//!   `/health` fails after N health checks, `/` keeps serving), `fail_first` (`/health` answers 500
+//!   to its first N checks, then passes: a slow starter); tuned by `DEMO_SLOW_MS` (10000) and
+//!   `DEMO_FAIL_AFTER` (20, the N of the last three).
 //! - `DEMO_STARTUP_MS` (default 0): delay before listening, a slow start.
 //! - `DEMO_HEALTH_BODY`: when set, `/health` answers 500 with this text (untrusted-output tests).
+//! - `DEMO_STOP_DELAY_MS` (default 0): keep serving this long after SIGTERM/SIGINT, a slow stop.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -54,6 +57,7 @@ enum Mode {
     NeverReady,
     FailAfter,
     UnhealthyAfter,
+    FailFirst,
 }
 
 impl Mode {
@@ -68,6 +72,7 @@ impl Mode {
             "never_ready" => Mode::NeverReady,
             "fail_after" => Mode::FailAfter,
             "unhealthy_after" => Mode::UnhealthyAfter,
+            "fail_first" => Mode::FailFirst,
             _ => return None,
         })
     }
@@ -83,6 +88,7 @@ impl Mode {
             Mode::NeverReady => "never_ready",
             Mode::FailAfter => "fail_after",
             Mode::UnhealthyAfter => "unhealthy_after",
+            Mode::FailFirst => "fail_first",
         }
     }
 }
@@ -251,6 +257,16 @@ fn route(app: &App, method: &str, target: &str) -> Response {
             }
         }
         Mode::NeverReady => Response::json(503, "{\"status\":\"starting\"}"),
+        Mode::FailFirst => {
+            if app.health_hits.fetch_add(1, Ordering::SeqCst) >= app.fail_after {
+                ok()
+            } else {
+                Response::json(
+                    500,
+                    "{\"status\":\"error\",\"error\":\"DEMO_MODE=fail_first: not ready yet\"}",
+                )
+            }
+        }
         Mode::UnhealthyAfter => {
             if app.health_hits.fetch_add(1, Ordering::SeqCst) < app.fail_after {
                 ok()
@@ -477,7 +493,7 @@ fn run() -> Result<(), String> {
     let mode_text = env_nonempty("DEMO_MODE").unwrap_or_else(|| "healthy".into());
     let mode = Mode::parse(&mode_text).ok_or_else(|| {
         format!(
-            "DEMO_MODE={mode_text:?} is unknown; expected one of healthy, fail500, slow, refuse, crash, flap, never_ready, fail_after, unhealthy_after"
+            "DEMO_MODE={mode_text:?} is unknown; expected one of healthy, fail500, slow, refuse, crash, flap, never_ready, fail_after, unhealthy_after, fail_first"
         )
     })?;
     let port = match env_nonempty("PORT") {
@@ -497,6 +513,7 @@ fn run() -> Result<(), String> {
         health_hits: AtomicU64::new(0),
     });
     let startup = Duration::from_millis(env_number("DEMO_STARTUP_MS", 0)?);
+    let stop_delay = Duration::from_millis(env_number("DEMO_STOP_DELAY_MS", 0)?);
 
     log(&format!(
         "demo-app starting version={} color={} mode={} port={port} startup_ms={}",
@@ -561,6 +578,14 @@ fn run() -> Result<(), String> {
     } else {
         "SIGTERM"
     };
+    if !stop_delay.is_zero() {
+        // A slow stop: still serving while `docker stop` waits for us.
+        log(&format!(
+            "received {name}, still serving for {} ms",
+            stop_delay.as_millis()
+        ));
+        thread::sleep(stop_delay);
+    }
     log(&format!("received {name}, exiting"));
     Ok(())
 }

@@ -60,7 +60,7 @@ async fn interruptible(
     tokio::select! {
         result = work => result,
         signal = super::signal() => {
-            session.reporter.warn(format!("{signal}: stopping, traffic stays on the previous release"));
+            session.reporter.warn(format!("{signal}: stopping"));
             let _ = tokio::time::timeout(RECOVER_LIMIT, deploy::recover(session)).await;
             Err(Error::Interrupted { signal }.into())
         }

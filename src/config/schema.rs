@@ -251,9 +251,14 @@ pub struct Health {
     /// Consecutive passing checks before the release counts as healthy.
     #[serde(default = "default_healthy_threshold")]
     pub healthy_threshold: u32,
-    /// Consecutive failing checks after which the release counts as unhealthy.
+    /// Consecutive failing checks after which the release counts as unhealthy. Failures count
+    /// from the release's first HTTP answer: refused connections while it starts do not.
     #[serde(default = "default_unhealthy_threshold")]
     pub unhealthy_threshold: u32,
+    /// Time after the container starts during which failing checks do not count towards
+    /// `unhealthy_threshold` (like Docker HEALTHCHECK's start period); `deadline` still applies.
+    #[serde(default = "default_health_start_period")]
+    pub start_period: Duration,
     /// Overall time allowed for the release to become healthy.
     #[serde(default = "default_health_deadline")]
     pub deadline: Duration,
@@ -592,6 +597,9 @@ fn default_healthy_threshold() -> u32 {
 }
 fn default_unhealthy_threshold() -> u32 {
     3
+}
+fn default_health_start_period() -> Duration {
+    Duration::from_secs(0)
 }
 fn default_health_deadline() -> Duration {
     Duration::from_secs(60)

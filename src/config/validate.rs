@@ -439,15 +439,18 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
             );
         }
     }
-    if let Some((node, d)) = v.duration(&["health", "interval"])
-        && d.get().is_zero()
-    {
-        errors.push(
-            node.loc,
-            "health.interval",
-            "must be greater than zero".to_owned(),
-            Some(DURATION_HINT.to_owned()),
-        );
+    // A zero interval would spin, a zero timeout fails every check, a zero deadline never waits.
+    for key in ["interval", "timeout", "deadline"] {
+        if let Some((node, d)) = v.duration(&["health", key])
+            && d.get().is_zero()
+        {
+            errors.push(
+                node.loc,
+                &format!("health.{key}"),
+                "must be greater than zero".to_owned(),
+                Some(DURATION_HINT.to_owned()),
+            );
+        }
     }
     for path in [
         &["proxy", "idle_timeout"][..],
@@ -506,15 +509,22 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
             ),
         );
     }
-    if let Some((node, s)) = v.string(&["health", "path"])
-        && !s.starts_with('/')
-    {
-        errors.push(
-            node.loc,
-            "health.path",
-            format!("`{s}` does not start with `/`"),
-            Some(format!("write `/{}`", s.trim_start_matches('/'))),
-        );
+    if let Some((node, s)) = v.string(&["health", "path"]) {
+        if !s.starts_with('/') {
+            errors.push(
+                node.loc,
+                "health.path",
+                format!("`{s}` does not start with `/`"),
+                Some(format!("write `/{}`", s.trim_start_matches('/'))),
+            );
+        } else if let Err(reason) = check_url_path(s) {
+            errors.push(
+                node.loc,
+                "health.path",
+                format!("{s:?} is not a valid URL path: {reason}"),
+                Some("percent-encode such characters, such as `%20` for a space".to_owned()),
+            );
+        }
     }
     for (i, item) in v.array(&["health", "expect_status"]) {
         if let Some(n) = v.int_of(item)
@@ -696,6 +706,16 @@ impl<'a> Values<'a> {
     }
 }
 
+/// A path (and query) that can go on an HTTP request line as it is.
+fn check_url_path(s: &str) -> Result<(), String> {
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("it contains {c:?}"));
+    }
+    s.parse::<hyper::http::uri::PathAndQuery>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// `health.timeout` < `health.deadline`, with the defaults for whichever is not set.
 fn check_timeout_deadline(v: &Values<'_>, errors: &mut Errors<'_>) {
     let defaults = super::schema::Health::default();
@@ -713,6 +733,10 @@ fn check_timeout_deadline(v: &Values<'_>, errors: &mut Errors<'_>) {
     ) else {
         return;
     };
+    // A zero value was reported on its own.
+    if timeout.get().is_zero() || deadline.get().is_zero() {
+        return;
+    }
     if timeout >= deadline {
         let (node, key) = match (timeout_node, deadline_node) {
             (Some(t), _) => (t, "health.timeout"),
@@ -905,6 +929,21 @@ mod tests {
         assert!(check_url("hooks.slack.com/x").is_err());
         assert!(check_url("https://").is_err());
         assert!(check_url("not a url").is_err());
+    }
+
+    #[test]
+    fn health_paths() {
+        assert!(check_url_path("/health").is_ok());
+        assert!(check_url_path("/he%20alth?full=1&x=y").is_ok());
+        assert_eq!(
+            check_url_path("/he alth"),
+            Err("it contains ' '".to_string())
+        );
+        assert_eq!(
+            check_url_path("/health\n"),
+            Err("it contains '\\n'".to_string())
+        );
+        assert!(check_url_path("/a\u{7f}").is_err());
     }
 
     #[test]
