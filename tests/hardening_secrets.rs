@@ -300,6 +300,27 @@ fn item07_secret_build_args_are_refused_with_location_and_reason() {
 }
 
 #[test]
+fn item07_build_arg_holding_an_env_file_secret_is_refused() {
+    let overlay =
+        "[prerequisites]\nenv_file = \".env\"\n\n[build.args]\nNPM_TOKEN = \"${NPM_TOKEN}\"\n";
+    let app = App::with_overlay("dcts7e", "0s", overlay);
+    write_env_file(&app, "NPM_TOKEN=npm-s3cret-canary\n");
+    let run = app.run(&["deploy"], &[]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("test.toml:5:"), "located: {run}");
+    assert!(run.stderr.contains("docker history"), "says why: {run}");
+    assert!(!run.stderr.contains("npm-s3cret-canary"), "{run}");
+    let images = docker(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=deployctl.app={}", app.name),
+    ])
+    .expect("docker images");
+    assert!(images.trim().is_empty(), "an image was built: {images}");
+}
+
+#[test]
 fn item08_secret_with_quotes_and_spaces_is_masked_once_shell_quoted() {
     const SECRET: &str = r#"it's "qu0ted" s3cr3t v4lue"#;
     let overlay = r#"

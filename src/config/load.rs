@@ -194,6 +194,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     for secret in tree_secrets(&root_node) {
         redactor.add(&secret);
     }
+    validate::check_build_args_hold_no_secret(&root_node, &redactor, &mut errors);
     let warnings = warnings
         .iter()
         .map(|w| redactor.redact(w).into_owned())

@@ -641,6 +641,38 @@ pub(crate) fn check_values(root: &Node, errors: &mut Errors<'_>, warnings: &mut 
     refuse_secret_build_args(&v, errors);
 }
 
+/// A `build.args` value that holds a secret (from the env file, or another secret value) is
+/// refused for the same reason as `build.secret_args`: it would be baked into the image history.
+pub(crate) fn check_build_args_hold_no_secret(
+    root: &Node,
+    redactor: &crate::redact::Redactor,
+    errors: &mut Errors<'_>,
+) {
+    let entries = root.get(&["build", "args"]).and_then(Node::entries);
+    for e in entries.unwrap_or_default() {
+        let Some(value) = e.node.as_str() else {
+            continue;
+        };
+        if redactor.redact(value) == value {
+            continue;
+        }
+        errors.push(
+            e.node.loc,
+            &join_key("build.args", &e.key),
+            "this build argument holds a secret value (from the env file or another secret), and \
+             the Docker builder records build-arg values in the image history (`docker history \
+             --no-trunc`), so the secret would be baked into the image"
+                .to_owned(),
+            Some(
+                "keep the secret out of the build: give it to the app at run time with `app.env` \
+                 + `app.secret_env`, or fetch what needs it in a `hooks.pre_build` command and COPY \
+                 the result"
+                    .to_owned(),
+            ),
+        );
+    }
+}
+
 /// `build.secret_args` is refused: the classic builder (the only one reachable through the
 /// Engine API without a BuildKit session) records build-arg values in the image history, so a
 /// value called secret would be baked into every image (`docker history --no-trunc`).
