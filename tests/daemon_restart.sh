@@ -3,18 +3,29 @@
 # must come back by themselves (restart policy unless-stopped) with the same route (the proxy's
 # persisted state), the stopped previous release must stay stopped, and deployctl must work on.
 #
-# Restarting the daemon stops EVERY container on this host for a while, so this is not part of
-# `cargo test` and refuses to run unless asked to:
+# Restarting a daemon stops every container on it for a while, so this refuses to run unless
+# asked to. `cargo test --test lab` runs it against a Docker Engine of its own (a lab host, see
+# tests/lab/hosts.sh), which touches nothing else on the machine:
 #
-#   DEPLOYCTL_ALLOW_DAEMON_RESTART=1 tests/daemon_restart.sh
+#   DEPLOYCTL_ALLOW_DAEMON_RESTART=1 DOCKER_HOST=unix:///tmp/deployctl-lab-dev/h1/docker.sock \
+#       DOCKERD_PIDFILE=/tmp/deployctl-lab-dev/h1/docker.pid DRT_LISTEN_IP=10.213.9.11 tests/daemon_restart.sh
+#
+# DOCKER_HOST: the engine to use. When set, deployctl reaches it through `docker.host` in the
+#   app's configuration (with DOCKER_HOST removed from its environment), the docker CLI through
+#   DOCKER_HOST. Unset: the machine's own daemon.
+# DOCKERD_PIDFILE: the pid file of the dockerd that serves DOCKER_HOST, the one restarted. Unset:
+#   the machine's only dockerd (refused when there are several), restarted with systemctl when
+#   systemd runs it.
+# DRT_LISTEN_IP: the address the proxy publishes on and the test connects to (default 127.0.0.1;
+#   for a lab host, its address: its loopback is not this machine's).
 #
 # Binaries: $DEPLOYCTL_BIN (and the demo app next to it in examples/), else the newest of
 # <target>/x86_64-unknown-linux-gnu/{release,debug}/deployctl, <target> being $CARGO_TARGET_DIR
 # or ./target. Build them first: `cargo build --release --example demo-app` builds both.
 #
-# The daemon is restarted with systemctl when systemd runs it, otherwise by SIGTERM to dockerd
-# and starting it again with the same command line, environment and log file. If anything fails
-# after the daemon was stopped, the exit trap starts it again.
+# Without systemd, the daemon is stopped by SIGTERM and started again with the same command line,
+# environment, log file and network namespace. If anything fails after the daemon was stopped,
+# the exit trap starts it again.
 # Exit status: 0 passed, 1 failed, 2 refused or missing prerequisites.
 
 set -uo pipefail
@@ -31,10 +42,11 @@ fail() {
 }
 
 if [[ ${DEPLOYCTL_ALLOW_DAEMON_RESTART:-} != 1 ]]; then
-    echo "refusing to run: this restarts the Docker daemon, which stops every container on this host." >&2
-    echo "Run it on a machine where nothing else uses the daemon, with DEPLOYCTL_ALLOW_DAEMON_RESTART=1." >&2
+    echo "refusing to run: this restarts the Docker daemon, which stops every container on it." >&2
+    echo "Run it against a daemon nothing else uses (\`cargo test --test lab\` uses a lab host), with DEPLOYCTL_ALLOW_DAEMON_RESTART=1." >&2
     exit 2
 fi
+LISTEN_IP=${DRT_LISTEN_IP:-127.0.0.1}
 for tool in docker curl git; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "$tool is required" >&2
@@ -77,14 +89,26 @@ live_dockerd_pids() {
         alive "$pid" && echo "$pid"
     done
 }
-mapfile -t DOCKERD_PIDS < <(live_dockerd_pids)
-if ((${#DOCKERD_PIDS[@]} != 1)); then
-    echo "expected exactly one dockerd process, found ${#DOCKERD_PIDS[@]}: not restarting anything" >&2
-    exit 2
+if [[ -n ${DOCKERD_PIDFILE:-} ]]; then
+    DOCKERD_PID=$(cat "$DOCKERD_PIDFILE" 2>/dev/null) || {
+        echo "cannot read DOCKERD_PIDFILE $DOCKERD_PIDFILE" >&2
+        exit 2
+    }
+    [[ $DOCKERD_PID =~ ^[0-9]+$ && $(cat "/proc/$DOCKERD_PID/comm" 2>/dev/null) == dockerd ]] || {
+        echo "$DOCKERD_PIDFILE does not name a running dockerd ($DOCKERD_PID)" >&2
+        exit 2
+    }
+else
+    mapfile -t DOCKERD_PIDS < <(live_dockerd_pids)
+    if ((${#DOCKERD_PIDS[@]} != 1)); then
+        echo "expected exactly one dockerd process, found ${#DOCKERD_PIDS[@]}: not restarting anything (set DOCKERD_PIDFILE)" >&2
+        exit 2
+    fi
+    DOCKERD_PID=${DOCKERD_PIDS[0]}
 fi
-DOCKERD_PID=${DOCKERD_PIDS[0]}
 USE_SYSTEMD=0
-if [[ $(cat /proc/1/comm 2>/dev/null) == systemd ]] && command -v systemctl >/dev/null 2>&1 &&
+NSENTER=()
+if [[ -z ${DOCKERD_PIDFILE:-} && $(cat /proc/1/comm 2>/dev/null) == systemd ]] && command -v systemctl >/dev/null 2>&1 &&
     systemctl is-active --quiet docker 2>/dev/null; then
     USE_SYSTEMD=1
     log "dockerd (pid $DOCKERD_PID) runs under systemd: systemctl restart docker"
@@ -97,6 +121,16 @@ else
         DOCKERD_ENV+=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     DOCKERD_CWD=$(readlink "/proc/$DOCKERD_PID/cwd" || echo /)
     DOCKERD_LOG=$(readlink "/proc/$DOCKERD_PID/fd/2" || true)
+    # A daemon in another network namespace (a lab host) starts again in that one: this open file
+    # keeps the namespace for nsenter after the daemon exited.
+    if [[ $(readlink "/proc/$DOCKERD_PID/ns/net") != $(readlink /proc/self/ns/net) ]]; then
+        command -v nsenter >/dev/null 2>&1 || {
+            echo "nsenter (util-linux) is required to restart a dockerd in another network namespace" >&2
+            exit 2
+        }
+        exec {NETNS_FD}<"/proc/$DOCKERD_PID/ns/net"
+        NSENTER=(nsenter "--net=/proc/self/fd/$NETNS_FD")
+    fi
     # A terminal or pipe of the old process cannot be reopened: log to a file then.
     [[ -f $DOCKERD_LOG ]] || DOCKERD_LOG=/tmp/deployctl-daemon-restart-dockerd.log
     ((${#DOCKERD_ARGS[@]} > 0)) || {
@@ -113,7 +147,7 @@ APP_DIR=$WORK/app
 DAEMON_DOWN=0 # set while this script has the daemon stopped
 
 dctl() {
-    env -u DEPLOYCTL_ENV -u DEPLOYCTL_CONFIG NO_COLOR=1 timeout 180 \
+    env -u DEPLOYCTL_ENV -u DEPLOYCTL_CONFIG -u DOCKER_HOST NO_COLOR=1 timeout 180 \
         "$DCTL" "$@" --env drt --config "$APP_DIR/deploy.toml" </dev/null
 }
 
@@ -121,8 +155,12 @@ start_dockerd() {
     if ((USE_SYSTEMD)); then
         systemctl start docker
     else
-        (cd "$DOCKERD_CWD" && env -i "${DOCKERD_ENV[@]}" nohup setsid "${DOCKERD_ARGS[@]}" \
-            >>"$DOCKERD_LOG" 2>&1 </dev/null &)
+        # Nothing of this script's stdout or stderr may stay open in the daemon: whoever reads
+        # them (a test harness) would wait for the daemon to exit.
+        (
+            cd "$DOCKERD_CWD" || exit 1
+            exec env -i "${DOCKERD_ENV[@]}" "${NSENTER[@]}" nohup setsid "${DOCKERD_ARGS[@]}"
+        ) >>"$DOCKERD_LOG" 2>&1 </dev/null &
     fi
 }
 
@@ -168,7 +206,7 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_free() { ! (exec 3<>"/dev/tcp/$LISTEN_IP/$1") 2>/dev/null; }
 PORT=""
 for _ in $(seq 1 50); do
     p=$((20000 + RANDOM % 40000))
@@ -178,7 +216,7 @@ for _ in $(seq 1 50); do
     fi
 done
 [[ -n $PORT ]] || fail "no free port"
-URL="http://127.0.0.1:$PORT/"
+URL="http://$LISTEN_IP:$PORT/"
 
 mkdir -p "$APP_DIR/environments"
 cat >"$APP_DIR/deploy.toml" <<EOF
@@ -207,7 +245,9 @@ deadline = "30s"
 [verify]
 window = "1s"
 EOF
-printf '[proxy]\nlisten = "127.0.0.1:%s"\n' "$PORT" >"$APP_DIR/environments/drt.toml"
+printf '[proxy]\nlisten = "%s:%s"\n' "$LISTEN_IP" "$PORT" >"$APP_DIR/environments/drt.toml"
+# deployctl finds the engine through its configuration (dctl removes DOCKER_HOST).
+[[ -z ${DOCKER_HOST:-} ]] || printf '\n[docker]\nhost = "%s"\n' "$DOCKER_HOST" >>"$APP_DIR/environments/drt.toml"
 printf 'FROM scratch\nCOPY demo-app /demo-app\nENTRYPOINT ["/demo-app"]\n' >"$APP_DIR/Dockerfile"
 cp "$DEMO" "$APP_DIR/demo-app"
 # Deploys run from a git checkout.
@@ -220,7 +260,7 @@ serving() { curl -fsS -m 2 "$URL" 2>/dev/null | grep -o 'version=[^ ]*' | cut -d
 # v1 on blue, then v2 on green: the route to restore is not the default colour, and blue stays
 # stopped (a manual stop that the restart policy must respect).
 for v in v1 v2; do
-    log "deploy $v ($APP_NAME on 127.0.0.1:$PORT)"
+    log "deploy $v ($APP_NAME on $LISTEN_IP:$PORT)"
     dctl deploy --release "$v" >"$WORK/deploy-$v.log" 2>&1 || {
         cat "$WORK/deploy-$v.log" >&2
         fail "deploy $v"
