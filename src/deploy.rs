@@ -738,11 +738,8 @@ async fn execute(
     for step in steps {
         tracing::debug!(step = %step.describe(), "executing");
         let outcome: Result<(), Failed> = match step {
-            Step::EnsureNetwork { network } => {
-                engine
-                    .ensure_network(network, &names.labels("network"))
-                    .await
-                    .map_err(engine_err)?;
+            Step::EnsureNetwork { .. } => {
+                host::ensure_network(engine, names).await?;
                 Ok(())
             }
             Step::EnsureProxy { .. } => {
@@ -773,6 +770,8 @@ async fn execute(
             } => {
                 let phase = Phase::start(reporter, "start", format!("{container} ({version})"));
                 if !reuse {
+                    // A container of that name not listed as ours (by labels) is someone else's.
+                    host::owned_container(engine, names, container).await?;
                     let spec = release_spec(session, container, image, color, version, network);
                     engine.create_container(&spec).await.map_err(engine_err)?;
                 }

@@ -28,6 +28,32 @@ pub fn engine_err(err: EngineError) -> anyhow::Error {
     }
 }
 
+/// Inspects the container `name` (one of `names`' own) and refuses it when its labels say it belongs
+/// to another app or environment. None when it does not exist.
+pub async fn owned_container(
+    engine: &dyn Engine,
+    names: &Names,
+    name: &str,
+) -> anyhow::Result<Option<crate::engine::ContainerInfo>> {
+    let info = engine.inspect_container(name).await.map_err(engine_err)?;
+    if let Some(info) = &info {
+        crate::names::check_owner(names, "container", name, &info.labels)?;
+    }
+    Ok(info)
+}
+
+/// Creates the private network unless it exists, refusing one that is not ours.
+pub async fn ensure_network(engine: &dyn Engine, names: &Names) -> anyhow::Result<()> {
+    let network = names.network();
+    if let Some(l) = engine.network_labels(&network).await.map_err(engine_err)? {
+        crate::names::check_owner(names, "network", &network, &l)?;
+    }
+    engine
+        .ensure_network(&network, &names.labels("network"))
+        .await
+        .map_err(engine_err)
+}
+
 /// Reads everything a plan needs. Errors only when the engine cannot be reached at all.
 pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Observed> {
     let mut observed = Observed::default();
@@ -35,11 +61,7 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
         (labels::APP, names.app.as_str()),
         (labels::ENV, names.env.as_str()),
     ];
-    if let Some(proxy) = engine
-        .inspect_container(&names.proxy())
-        .await
-        .map_err(engine_err)?
-    {
+    if let Some(proxy) = owned_container(engine, names, &names.proxy()).await? {
         observed.proxy = Some(ProxyObserved {
             container: proxy.name.clone(),
             image: proxy.image.clone(),
@@ -97,6 +119,7 @@ async fn proxy_exec(
     let mut cmd = vec![PROXY_BIN.to_string(), "proxy".to_string()];
     cmd.extend(args.iter().map(|a| a.to_string()));
     tracing::debug!(proxy = %names.proxy(), command = args.first().copied().unwrap_or(""), "docker exec");
+    owned_container(engine, names, &names.proxy()).await?;
     let out = engine
         .exec(&names.proxy(), &cmd, on_line)
         .await
@@ -323,15 +346,18 @@ pub async fn ensure_proxy(
     let config = &loaded.config;
     let mut labels = names.labels("proxy");
     labels.insert(labels::CREATED.into(), now_unix().to_string());
+    if let Some(l) = engine
+        .volume_labels(&names.state_volume())
+        .await
+        .map_err(engine_err)?
+    {
+        crate::names::check_owner(names, "volume", &names.state_volume(), &l)?;
+    }
     engine
         .ensure_volume(&names.state_volume(), &names.labels("state"))
         .await
         .map_err(engine_err)?;
-    match engine
-        .inspect_container(&names.proxy())
-        .await
-        .map_err(engine_err)?
-    {
+    match owned_container(engine, names, &names.proxy()).await? {
         Some(info) if info.state.running => return Ok(()),
         Some(_) => engine
             .start_container(&names.proxy())

@@ -821,7 +821,7 @@ mod tests {
             version: version.into(),
             image: format!("web:{version}"),
             color: color.into(),
-            container: format!("web-prod-{color}"),
+            container: format!("web.prod-{color}"),
             git_sha: None,
             author: None,
             started_at: 0,
@@ -835,8 +835,8 @@ mod tests {
 
     fn live(version: &str, color: &str) -> Target {
         Target {
-            addr: format!("web-prod-{color}:8080"),
-            container: format!("web-prod-{color}"),
+            addr: format!("web.prod-{color}:8080"),
+            container: format!("web.prod-{color}"),
             version: version.into(),
             color: color.into(),
         }
@@ -844,7 +844,7 @@ mod tests {
 
     fn container(version: &str, color: &str, running: bool) -> AppContainer {
         AppContainer {
-            name: format!("web-prod-{color}"),
+            name: format!("web.prod-{color}"),
             color: color.into(),
             version: version.into(),
             running,
@@ -863,7 +863,7 @@ mod tests {
         }
         Observed {
             proxy: Some(ProxyObserved {
-                container: "deployctl-proxy-web-prod".into(),
+                container: "deployctl-proxy-web.prod".into(),
                 image: "deployctl-proxy:test".into(),
                 running: true,
             }),
@@ -894,11 +894,11 @@ mod tests {
         );
         let plan = plan_deploy(&l, &request("v1"), &Observed::default());
         assert_eq!(plan.color, "blue");
-        assert_eq!(plan.container, "web-prod-blue");
+        assert_eq!(plan.container, "web.prod-blue");
         assert_eq!(plan.image, "web:v1");
         assert!(plan.previous.is_none());
         assert_eq!(plan.url, "http://localhost:8080");
-        assert_eq!(plan.health_url, "http://web-prod-blue:8080/health");
+        assert_eq!(plan.health_url, "http://web.prod-blue:8080/health");
         assert_eq!(
             kinds(&plan.steps),
             [
@@ -961,12 +961,12 @@ mod tests {
         assert!(pos("remove_container") < pos("start_release"));
         assert!(pos("switch") < pos("verify") && pos("verify") < pos("stop_container"));
         assert!(plan.steps.contains(&Step::Switch {
-            from: Some("web-prod-blue".into()),
-            to: "web-prod-green".into(),
+            from: Some("web.prod-blue".into()),
+            to: "web.prod-green".into(),
             drain_timeout: "30s".into()
         }));
         assert!(plan.steps.contains(&Step::StopContainer {
-            container: "web-prod-blue".into(),
+            container: "web.prod-blue".into(),
             version: "v1".into()
         }));
         assert!(matches!(
@@ -977,7 +977,7 @@ mod tests {
             }
         ));
         // Automatic rollback switches back first.
-        assert!(matches!(&plan.on_failure[0], Step::Switch { to, .. } if to == "web-prod-blue"));
+        assert!(matches!(&plan.on_failure[0], Step::Switch { to, .. } if to == "web.prod-blue"));
     }
 
     #[test]
@@ -1077,7 +1077,7 @@ mod tests {
             |s| matches!(s, Step::StartRelease { reuse: true, version, .. } if version == "v1")
         ));
         assert!(plan.steps.contains(&Step::StopContainer {
-            container: "web-prod-green".into(),
+            container: "web.prod-green".into(),
             version: "v2".into()
         }));
     }

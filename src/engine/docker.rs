@@ -1002,6 +1002,25 @@ impl Engine for DockerEngine {
         let skip = out.len().saturating_sub(lines);
         Ok(out.split_off(skip))
     }
+
+    async fn network_labels(&self, name: &str) -> EngineResult<Option<BTreeMap<String, String>>> {
+        Ok(self
+            .networks_named(name)
+            .await?
+            .into_iter()
+            .next()
+            .map(|n| n.labels.unwrap_or_default().into_iter().collect()))
+    }
+
+    async fn volume_labels(&self, name: &str) -> EngineResult<Option<BTreeMap<String, String>>> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(v.labels.into_iter().collect())),
+            Err(e) => match self.err(e) {
+                EngineError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

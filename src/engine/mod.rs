@@ -247,4 +247,9 @@ pub trait Engine: Send + Sync {
     ) -> EngineResult<ExecOutput>;
     /// The last `lines` lines of the container's stdout and stderr, oldest first.
     async fn logs_tail(&self, container: &str, lines: usize) -> EngineResult<Vec<String>>;
+
+    /// Labels of the network named exactly `name`; None when there is none.
+    async fn network_labels(&self, name: &str) -> EngineResult<Option<BTreeMap<String, String>>>;
+    /// Labels of the volume `name`; None when there is none.
+    async fn volume_labels(&self, name: &str) -> EngineResult<Option<BTreeMap<String, String>>>;
 }

