@@ -238,6 +238,7 @@ pub async fn preview_deploy(
     let req = DeployRequest {
         version,
         image: opts.image.clone(),
+        image_id: None,
         skip_tests: opts.skip_tests,
         proxy_image: proxy_image_name(loaded),
     };
@@ -328,9 +329,10 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
 
     let observed = session.observe().await?;
     let proxy_image = proxy_image(session).await?;
-    let req = DeployRequest {
+    let mut req = DeployRequest {
         version: version.clone(),
         image: opts.image.clone(),
+        image_id: None,
         skip_tests: opts.skip_tests,
         proxy_image: proxy_image.clone(),
     };
@@ -413,16 +415,21 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
                 finish(phase, &r);
                 r
             }
-            Step::BuildImage { image, .. } => build(session, image, &version).await,
+            // The id, not the tag, is what the container is made from: another environment's
+            // build of the same version may move the tag while this deploy waits for its lock.
+            Step::BuildImage { image, .. } => build(session, image, &version)
+                .await
+                .map(|id| req.image_id = Some(id)),
             Step::PushImage { image, target } => push(session, image, target).await,
-            Step::UseImage { image } => {
-                match engine.image_exists(image).await.map_err(engine_err)? {
-                    true => Ok(()),
-                    false => Err(Failed::from(anyhow::anyhow!(
-                        "image {image} does not exist on the Docker host"
-                    ))),
+            Step::UseImage { image } => match engine.image_id(image).await.map_err(engine_err)? {
+                Some(id) => {
+                    req.image_id = Some(id);
+                    Ok(())
                 }
-            }
+                None => Err(Failed::from(anyhow::anyhow!(
+                    "image {image} does not exist on the Docker host"
+                ))),
+            },
             Step::AcquireLock { .. } => break,
             _ => Ok(()),
         };
@@ -510,7 +517,7 @@ async fn run_hooks(
     }
 }
 
-async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<(), Failed> {
+async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<String, Failed> {
     let config = &session.loaded.config;
     let phase = Phase::start(session.reporter, "build", image.to_string());
     // Docker's classic builder spends one build step per label, so images carry only what
@@ -534,9 +541,9 @@ async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<(), 
     let reporter = session.reporter;
     let log = move |line: &str| reporter.line("build", line);
     match session.engine.build_image(&req, &log).await {
-        Ok(()) => {
+        Ok(id) => {
             phase.ok("");
-            Ok(())
+            Ok(id)
         }
         Err(e) => {
             phase.failed(e.to_string());
@@ -772,6 +779,7 @@ async fn execute(
                 if !reuse {
                     // A container of that name not listed as ours (by labels) is someone else's.
                     host::owned_container(engine, names, container).await?;
+                    let image = plan.image_id.as_deref().unwrap_or(image);
                     let spec = release_spec(session, container, image, color, version, network);
                     engine.create_container(&spec).await.map_err(engine_err)?;
                 }
@@ -1346,30 +1354,51 @@ async fn mark_version(
     }
 }
 
-/// Removes old images and the stopped containers made from them; failures are warnings.
+/// Removes old images and the stopped containers made from them; failures are warnings. `images`
+/// are `<app>:<version>` names; what goes is this environment's images of those versions, found by
+/// their labels and removed by id: a tag another environment's build has taken is never touched.
 async fn prune(session: &Session<'_>, images: &[String]) {
     let engine = session.engine;
+    let names = &session.names;
     let phase = Phase::start(session.reporter, "prune", images.join(", "));
     let scope = [
-        (labels::APP, session.names.app.as_str()),
-        (labels::ENV, session.names.env.as_str()),
+        (labels::APP, names.app.as_str()),
+        (labels::ENV, names.env.as_str()),
         (labels::ROLE, "app"),
     ];
     let containers = engine.list_containers(&scope).await.unwrap_or_default();
-    for image in images {
+    let ours = engine
+        .list_images(&scope[..2])
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| {
+            i.labels
+                .get(labels::VERSION)
+                .is_some_and(|v| images.contains(&names.image(v)))
+        });
+    for image in ours {
+        let tag = names.image(&image.labels[labels::VERSION]);
         for c in containers
             .iter()
-            .filter(|c| &c.image == image && !c.state.running)
+            .filter(|c| (c.image == image.id || c.image == tag) && !c.state.running)
         {
             let _ = engine.remove_container(&c.name, false).await;
         }
-        if let Err(e) = engine.remove_image(image).await {
-            session
-                .reporter
-                .warn(format!("could not prune {image}: {e}"));
+        if let Err(e) = engine.remove_image(&image.id).await {
+            session.reporter.warn(format!(
+                "could not prune {tag} ({}): {e}",
+                short_id(&image.id)
+            ));
         }
     }
     phase.ok("");
+}
+
+/// `sha256:0123456789ab…` as `0123456789ab`.
+fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
 }
 
 /// After SIGINT/SIGTERM: traffic back on the old release, the new container stopped, the lock

@@ -90,12 +90,14 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
         (labels::APP, names.app.as_str()),
         (labels::ENV, names.env.as_str()),
     ];
-    for image in engine.list_images(&image_scope).await.map_err(engine_err)? {
+    // By labels, not by tag: `<app>:<version>` is shared by environments and moves with each
+    // build of that version, while this environment's image keeps its labels and id.
+    let mut images = engine.list_images(&image_scope).await.map_err(engine_err)?;
+    images.sort_by_key(|i| i.created);
+    for image in images {
         if let Some(v) = image.labels.get(labels::VERSION) {
-            let tag = names.image(v);
-            if image.tags.contains(&tag) {
-                observed.images.insert(v.clone());
-            }
+            observed.images.insert(v.clone());
+            observed.image_ids.insert(v.clone(), image.id.clone());
         }
     }
     tracing::debug!(

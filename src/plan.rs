@@ -2,7 +2,7 @@
 //! or a rollback. `--dry-run` prints the plan; the executor (`deploy.rs`) performs the same steps,
 //! so the preview cannot drift from what happens.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -21,8 +21,11 @@ pub struct Observed {
     pub containers: Vec<AppContainer>,
     /// The release ledger, oldest first.
     pub releases: Vec<ReleaseRecord>,
-    /// Versions whose `<app>:<version>` image exists.
+    /// Versions that have an image of this app and environment (by labels; a tag may have moved).
     pub images: BTreeSet<String>,
+    /// Version -> id of this environment's newest image of it.
+    #[serde(skip)]
+    pub image_ids: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -330,6 +333,10 @@ pub struct Plan {
     pub env: String,
     pub version: String,
     pub image: String,
+    /// The image id the container is created from, when known: this environment's own build,
+    /// whatever the shared tag `image` points at by then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
     pub color: String,
     pub container: String,
     /// What serves now, if known.
@@ -352,6 +359,8 @@ pub struct DeployRequest {
     pub version: String,
     /// Deploy this existing image instead of building.
     pub image: Option<String>,
+    /// The id of the image built or resolved for this deploy, once known.
+    pub image_id: Option<String>,
     pub skip_tests: bool,
     /// deployctl's proxy image reference.
     pub proxy_image: String,
@@ -487,6 +496,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         env: loaded.env.clone(),
         version: req.version.clone(),
         image,
+        image_id: req.image_id.clone(),
         color,
         health_url: health_url(config, &container),
         container,
@@ -772,6 +782,7 @@ pub fn plan_rollback(
         env: loaded.env.clone(),
         version: target.version.clone(),
         image,
+        image_id: observed.image_ids.get(&target.version).cloned(),
         color,
         health_url: health_url(config, &container),
         container,
@@ -810,6 +821,7 @@ mod tests {
         DeployRequest {
             version: version.into(),
             image: None,
+            image_id: None,
             skip_tests: false,
             proxy_image: "deployctl-proxy:test".into(),
         }

@@ -239,3 +239,103 @@ fn item01_objects_with_foreign_labels_are_refused() {
     docker(&["rm", "-f", &victim.proxy()]).expect("remove the foreign container");
     assert_eq!(owner.serving().as_deref(), Some("v1"));
 }
+
+/// `deployctl <args> --env stg` in `app`'s directory.
+fn in_stg(app: &App, args: &[&str]) -> Run {
+    Command::new(support::deployctl_bin())
+        .args(args)
+        .args(["--env", "stg", "--config"])
+        .arg(app.root().join("deploy.toml"))
+        .env_remove("DEPLOYCTL_ENV")
+        .env_remove("DEPLOYCTL_CONFIG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run deployctl")
+        .into()
+}
+
+/// (image id, `flavor` label of that image) of a container.
+fn image_of(container: &str) -> (String, String) {
+    let id = docker(&["inspect", "--format", "{{.Image}}", container])
+        .unwrap_or_else(|e| panic!("inspect {container}: {e}"))
+        .trim()
+        .to_string();
+    let flavor = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"flavor\"}}",
+        &id,
+    ])
+    .unwrap_or_else(|e| panic!("inspect image {id}: {e}"))
+    .trim()
+    .to_string();
+    (id, flavor)
+}
+
+#[test]
+fn item03_each_environment_runs_the_image_it_built() {
+    let app = App::with_overlay(
+        "idnimg",
+        "0s",
+        "[build]\nargs = { FLAVOR = \"test-flavor\" }\n",
+    );
+    let _stg = RemoveStg(&app);
+    let stg_port = support::free_port();
+    std::fs::write(
+        app.root().join("environments/stg.toml"),
+        format!(
+            "[build]\nargs = {{ FLAVOR = \"stg-flavor\" }}\n[deploy]\nkeep_releases = 1\n[proxy]\nlisten = \"127.0.0.1:{stg_port}\"\n"
+        ),
+    )
+    .expect("write stg.toml");
+    let dockerfile = app.root().join("Dockerfile");
+    let mut text = std::fs::read_to_string(&dockerfile).expect("Dockerfile");
+    text.push_str("ARG FLAVOR=none\nLABEL flavor=$FLAVOR\n");
+    std::fs::write(&dockerfile, text).expect("write Dockerfile");
+    app.commit("two environments, one build arg each");
+
+    // `test` builds the commit, then waits for its lock while `stg` rebuilds the same commit
+    // (same version, same tag) with its own build args and deploys it.
+    let run = app.run(&["lock", "acquire", "--reason", "item03"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let mut waiting = app.spawn_watched(&["deploy", "--lock-wait", "120s"], &[], "==> lock");
+    waiting.wait_trigger(std::time::Duration::from_secs(120));
+    let run = in_stg(&app, &["deploy"]);
+    assert_eq!(run.code, 0, "{run}");
+    let run = app.run(&["lock", "release", "--force"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    let ended = waiting.wait();
+    assert_eq!(ended.code, Some(0), "{}", ended.stderr);
+
+    let (test_image, test_flavor) = image_of(&app.container("blue"));
+    let (_, stg_flavor) = image_of(&format!("{}.stg-blue", app.name));
+    assert_eq!(test_flavor, "test-flavor", "test runs stg's build");
+    assert_eq!(stg_flavor, "stg-flavor");
+    assert!(app.serving().is_some());
+    assert!(support::http_get(stg_port, "/").is_ok_and(|(s, _)| s == 200));
+
+    // stg moves on twice with keep_releases = 1: its pruning never reaches test's image.
+    for n in 0..2 {
+        std::fs::write(app.root().join("change.txt"), n.to_string()).expect("write");
+        app.commit("next");
+        let run = in_stg(&app, &["deploy"]);
+        assert_eq!(run.code, 0, "{run}");
+    }
+    assert!(
+        docker(&["image", "inspect", &test_image]).is_ok(),
+        "stg pruned test's image"
+    );
+    assert_eq!(image_of(&app.container("blue")).1, "test-flavor");
+    assert!(app.serving().is_some());
+}
+
+/// Removes the `stg` environment of an app when dropped (before the app itself), even on failure.
+struct RemoveStg<'a>(&'a App);
+
+impl Drop for RemoveStg<'_> {
+    fn drop(&mut self) {
+        let _ = in_stg(self.0, &["remove", "--yes"]);
+    }
+}

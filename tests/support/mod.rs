@@ -609,7 +609,7 @@ impl Watched {
         self.wait()
     }
 
-    fn wait(&mut self) -> Ended {
+    pub fn wait(&mut self) -> Ended {
         use std::os::unix::process::ExitStatusExt;
         let status = self.child.wait().expect("wait for deployctl");
         if let Some(r) = self.reader.take() {
