@@ -103,6 +103,9 @@ pub struct RollbackArgs {
     /// Wait up to this long for another deploy's lock
     #[arg(long, value_name = "DURATION")]
     pub lock_wait: Option<String>,
+    /// Re-create the release from the current configuration instead of as it ran
+    #[arg(long)]
+    pub with_current_config: bool,
 }
 
 #[derive(Debug, Args)]

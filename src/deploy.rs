@@ -20,7 +20,7 @@ use crate::host::{self, engine_err, now_unix};
 use crate::lock;
 use crate::names::Names;
 use crate::plan::{self, DeployRequest, Observed, Plan, Step, command_argv};
-use crate::proxy::protocol::{Outcome, ReleaseRecord, SwitchRequest, Target};
+use crate::proxy::protocol::{Outcome, ReleaseRecord, ReleaseSpec, SpecEnv, SwitchRequest, Target};
 use crate::report::{Phase, Reporter};
 use crate::run;
 
@@ -255,7 +255,11 @@ fn proxy_image_name(loaded: &Loaded) -> String {
         .unwrap_or_else(|| host::self_image_name().unwrap_or_else(|_| "deployctl-proxy".into()))
 }
 
-pub async fn preview_rollback(session: &Session<'_>, to: Option<&str>) -> anyhow::Result<Plan> {
+pub async fn preview_rollback(
+    session: &Session<'_>,
+    to: Option<&str>,
+    current_config: bool,
+) -> anyhow::Result<Plan> {
     session.engine.ping().await.map_err(engine_err)?;
     let observed = session.observe().await?;
     plan::plan_rollback(
@@ -263,6 +267,7 @@ pub async fn preview_rollback(session: &Session<'_>, to: Option<&str>) -> anyhow
         to,
         &observed,
         &proxy_image_name(session.loaded),
+        current_config,
     )
     .map_err(|m| Error::DeployFailed(m).into())
 }
@@ -651,6 +656,7 @@ pub async fn rollback(
     session: &Session<'_>,
     to: Option<&str>,
     lock_wait: Duration,
+    current_config: bool,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     let config = &session.loaded.config;
@@ -676,7 +682,7 @@ pub async fn rollback(
     phase.ok("");
     let result = async {
         let observed = session.observe_started(&proxy_image).await?;
-        let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image)
+        let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image, current_config)
             .map_err(Error::DeployFailed)?;
         execute(
             session,
@@ -732,6 +738,7 @@ async fn execute(
         duration_ms: None,
         outcome: Outcome::InProgress,
         tests_skipped: plan.tests_skipped,
+        spec: None,
         reason: if plan.kind == "rollback" {
             Some("rollback".into())
         } else {
@@ -780,8 +787,15 @@ async fn execute(
                     // A container of that name not listed as ours (by labels) is someone else's.
                     host::owned_container(engine, names, container).await?;
                     let image = plan.image_id.as_deref().unwrap_or(image);
-                    let spec = release_spec(session, container, image, color, version, network);
-                    engine.create_container(&spec).await.map_err(engine_err)?;
+                    let spec = match &plan.restore {
+                        Some(restore) => restored_spec(session, restore, container, color, version)
+                            .map_err(Error::DeployFailed)?,
+                        None => release_spec(session, container, image, color, version, network),
+                    };
+                    let id = engine.create_container(&spec).await.map_err(engine_err)?;
+                    record.spec = Some(Box::new(spec_record(session, &spec, image, id)));
+                } else {
+                    record.spec = plan.restore.clone().map(Box::new);
                 }
                 session.progress(|p| p.started = Some((container.clone(), version.clone())));
                 let r = engine
@@ -1072,6 +1086,102 @@ fn release_spec(
         mounts: vec![],
         stop_timeout: Some(config.deploy.stop_timeout.get()),
     }
+}
+
+/// What the ledger keeps of a container spec: everything but secret values (a variable whose name
+/// is secret, that comes from the env file, or whose value holds a secret keeps only its name).
+fn spec_record(
+    session: &Session<'_>,
+    spec: &ContainerSpec,
+    image_id: &str,
+    container_id: String,
+) -> ReleaseSpec {
+    let loaded = session.loaded;
+    let secret = |name: &str, value: &str| {
+        loaded.config.app.secret_env.iter().any(|s| s == name)
+            || loaded.env_file_vars.contains_key(name)
+            || loaded.redactor.redact(value) != value
+    };
+    ReleaseSpec {
+        image_id: image_id.to_string(),
+        env: spec
+            .env
+            .iter()
+            .map(|(name, value)| SpecEnv {
+                name: name.clone(),
+                value: (!secret(name, value)).then(|| value.clone()),
+            })
+            .collect(),
+        cmd: spec.cmd.clone(),
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port))
+            .collect(),
+        labels: spec.labels.clone(),
+        container_id: Some(container_id),
+    }
+}
+
+/// The container spec of a release re-created as it ran, from its ledger record: its image id,
+/// environment, command and labels; secret values read again by name from the configuration;
+/// only colour, version and creation labels are this run's.
+fn restored_spec(
+    session: &Session<'_>,
+    restore: &ReleaseSpec,
+    container: &str,
+    color: &str,
+    version: &str,
+) -> Result<ContainerSpec, String> {
+    let loaded = session.loaded;
+    let mut spec = release_spec(
+        session,
+        container,
+        &restore.image_id,
+        color,
+        version,
+        &session.names.network(),
+    );
+    let mut env = Vec::with_capacity(restore.env.len());
+    for e in &restore.env {
+        let value = match (&e.value, e.name.as_str()) {
+            (_, "DEPLOYCTL_VERSION") => version.to_string(),
+            (_, "DEPLOYCTL_COLOR") => color.to_string(),
+            (Some(v), _) => v.clone(),
+            (None, name) => loaded
+                .env_file_vars
+                .get(name)
+                .or_else(|| loaded.config.app.env.get(name))
+                .cloned()
+                .ok_or_else(|| {
+                    format!(
+                        "{version} ran with the secret {name}, which the configuration no longer sets\n  hint: set it again, or `deployctl rollback --with-current-config`"
+                    )
+                })?,
+        };
+        env.push((e.name.clone(), value));
+    }
+    spec.env = env;
+    spec.cmd = restore.cmd.clone();
+    let mut labels = restore.labels.clone();
+    // This run's colour and creation; app, env and role stay ours whatever the record says.
+    let this_run = [
+        labels::APP,
+        labels::ENV,
+        labels::ROLE,
+        labels::COLOR,
+        labels::VERSION,
+        labels::CREATED,
+        labels::DEPLOY_ID,
+    ];
+    labels.extend(
+        spec.labels
+            .iter()
+            .filter(|(k, _)| this_run.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    spec.labels = labels;
+    Ok(spec)
 }
 
 /// Health checks from inside the proxy, raced against the container crashing.

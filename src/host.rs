@@ -80,6 +80,7 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
         .map_err(engine_err)?
     {
         observed.containers.push(AppContainer {
+            id: c.id.clone(),
             color: c.labels.get(labels::COLOR).cloned().unwrap_or_default(),
             version: c.labels.get(labels::VERSION).cloned().unwrap_or_default(),
             running: c.state.running,

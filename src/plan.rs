@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::config::{CommandSpec, Config, Loaded, NotifyEvent};
 use crate::names::{Names, other_color};
-use crate::proxy::protocol::{Outcome, ReleaseRecord, Target};
+use crate::proxy::protocol::{Outcome, ReleaseRecord, ReleaseSpec, Target};
 
 /// What deployctl saw on the Docker host before planning.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -37,6 +37,9 @@ pub struct ProxyObserved {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AppContainer {
+    /// Docker's id.
+    #[serde(skip)]
+    pub id: String,
     pub name: String,
     pub color: String,
     pub version: String,
@@ -351,6 +354,9 @@ pub struct Plan {
     pub on_failure: Vec<Step>,
     /// `--skip-tests`: recorded in the ledger.
     pub tests_skipped: bool,
+    /// A rollback re-creates its release from this recorded spec (None: from the current config).
+    #[serde(skip)]
+    pub restore: Option<ReleaseSpec>,
 }
 
 /// Inputs of a deploy that do not come from the config.
@@ -506,6 +512,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         steps,
         on_failure,
         tests_skipped: req.skip_tests && !loaded.config.test.commands.is_empty(),
+        restore: None,
     }
 }
 
@@ -691,12 +698,24 @@ pub fn rollback_target<'a>(
     to: Option<&str>,
 ) -> Result<&'a ReleaseRecord, String> {
     let live_version = observed.live.as_ref().map(|t| t.version.as_str());
+    let named = |r: &&ReleaseRecord| to.is_some_and(|v| r.version == v || r.version.starts_with(v));
+    // The newest record of that version that served (good or live, else rolled back): a failed
+    // attempt's record does not say how it ran.
+    let served = [
+        &[Outcome::Good, Outcome::Live][..],
+        &[Outcome::RolledBack],
+        &[Outcome::Failed, Outcome::InProgress],
+    ];
     match to {
-        Some(v) => observed
-            .releases
+        Some(v) => served
             .iter()
-            .rev()
-            .find(|r| r.version == v || r.version.starts_with(v))
+            .find_map(|outcomes| {
+                observed
+                    .releases
+                    .iter()
+                    .rev()
+                    .find(|r| named(r) && outcomes.contains(&r.outcome))
+            })
             .ok_or_else(|| {
                 format!("no release {v} in the ledger; `deployctl releases` lists them")
             }),
@@ -706,11 +725,14 @@ pub fn rollback_target<'a>(
     }
 }
 
+/// A rollback re-creates the release from the spec recorded in the ledger (as it ran), unless
+/// `current_config`; only the very container that ran it is reused, and only without `current_config`.
 pub fn plan_rollback(
     loaded: &Loaded,
     to: Option<&str>,
     observed: &Observed,
     built_proxy_image: &str,
+    current_config: bool,
 ) -> Result<Plan, String> {
     let config = &loaded.config;
     let names = Names::new(&config.app.name, &loaded.env);
@@ -738,10 +760,15 @@ pub fn plan_rollback(
     let container = names.container(&color);
     let image = names.image(&target.version);
     let mut steps = vec![Step::AcquireLock { lock: names.lock() }];
-    // The release's own container, if it is in the idle colour, is reused: no rebuild, no new create.
-    let reusable = observed
-        .container(&container)
-        .is_some_and(|c| c.version == target.version);
+    // The release's own container, if it is in the idle colour, is reused: no new create. Only the
+    // very container the ledger recorded: a leftover of a failed attempt may differ from it.
+    let restore = target.spec.as_deref().cloned().filter(|_| !current_config);
+    let reusable = observed.container(&container).is_some_and(|c| {
+        c.version == target.version
+            && restore
+                .as_ref()
+                .is_some_and(|s| s.container_id.as_deref() == Some(c.id.as_str()))
+    });
     if reusable {
         let mut swap = swap_steps(
             loaded,
@@ -782,7 +809,6 @@ pub fn plan_rollback(
         env: loaded.env.clone(),
         version: target.version.clone(),
         image,
-        image_id: observed.image_ids.get(&target.version).cloned(),
         color,
         health_url: health_url(config, &container),
         container,
@@ -792,6 +818,12 @@ pub fn plan_rollback(
         steps,
         on_failure: vec![Step::ReleaseLock { lock: names.lock() }],
         tests_skipped: false,
+        image_id: target
+            .spec
+            .as_ref()
+            .map(|s| s.image_id.clone())
+            .or_else(|| observed.image_ids.get(&target.version).cloned()),
+        restore,
     })
 }
 
@@ -842,6 +874,7 @@ mod tests {
             outcome,
             reason: None,
             tests_skipped: false,
+            spec: None,
         }
     }
 
@@ -856,6 +889,7 @@ mod tests {
 
     fn container(version: &str, color: &str, running: bool) -> AppContainer {
         AppContainer {
+            id: format!("id-{version}-{color}"),
             name: format!("web.prod-{color}"),
             color: color.into(),
             version: version.into(),
@@ -1075,8 +1109,17 @@ mod tests {
     fn rollback_picks_the_last_good_release_and_reuses_its_stopped_container() {
         let mut observed = after_releases(&["v1", "v2"], "green");
         observed.containers.push(container("v1", "blue", false));
-        let plan =
-            plan_rollback(&loaded(""), None, &observed, "deployctl-proxy:test").expect("a plan");
+        observed.releases[0].spec = Some(Box::new(ReleaseSpec {
+            image_id: "sha256:v1".into(),
+            env: vec![],
+            cmd: None,
+            ports: vec![],
+            labels: BTreeMap::new(),
+            container_id: Some("id-v1-blue".into()),
+        }));
+        let plan = plan_rollback(&loaded(""), None, &observed, "deployctl-proxy:test", false)
+            .expect("a plan");
+        assert_eq!(plan.image_id.as_deref(), Some("sha256:v1"));
         assert_eq!(plan.version, "v1");
         assert_eq!(plan.color, "blue");
         let k = kinds(&plan.steps);
@@ -1097,7 +1140,7 @@ mod tests {
     #[test]
     fn rollback_to_a_version_recreates_it_when_its_container_is_gone() {
         let observed = after_releases(&["v1", "v2", "v3"], "blue");
-        let plan = plan_rollback(&loaded(""), Some("v1"), &observed, "p").expect("a plan");
+        let plan = plan_rollback(&loaded(""), Some("v1"), &observed, "p", false).expect("a plan");
         assert_eq!(plan.version, "v1");
         assert!(plan.steps.iter().any(
             |s| matches!(s, Step::StartRelease { reuse: false, image, .. } if image == "web:v1")
@@ -1108,24 +1151,24 @@ mod tests {
     fn rollback_refuses_what_cannot_work() {
         let observed = after_releases(&["v1"], "blue");
         assert!(
-            plan_rollback(&loaded(""), None, &observed, "p")
+            plan_rollback(&loaded(""), None, &observed, "p", false)
                 .unwrap_err()
                 .contains("no earlier good release")
         );
         assert!(
-            plan_rollback(&loaded(""), Some("v1"), &observed, "p")
+            plan_rollback(&loaded(""), Some("v1"), &observed, "p", false)
                 .unwrap_err()
                 .contains("already live")
         );
         assert!(
-            plan_rollback(&loaded(""), Some("v7"), &observed, "p")
+            plan_rollback(&loaded(""), Some("v7"), &observed, "p", false)
                 .unwrap_err()
                 .contains("no release v7")
         );
         let mut observed = after_releases(&["v1", "v2"], "green");
         observed.images.remove("v1");
         assert!(
-            plan_rollback(&loaded(""), None, &observed, "p")
+            plan_rollback(&loaded(""), None, &observed, "p", false)
                 .unwrap_err()
                 .contains("image of v1 is gone")
         );

@@ -339,3 +339,76 @@ impl Drop for RemoveStg<'_> {
         let _ = in_stg(self.0, &["remove", "--yes"]);
     }
 }
+
+/// `DEMO_MODE` in a container's environment.
+fn demo_mode(container: &str) -> String {
+    docker(&["inspect", "--format", "{{json .Config.Env}}", container])
+        .unwrap_or_default()
+        .split('"')
+        .find_map(|v| v.strip_prefix("DEMO_MODE="))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn item04_rollback_restores_the_release_as_it_ran() {
+    // DEMO_FAIL_AFTER's value is secret: the ledger keeps its name only, rollback reads it again.
+    let app = App::with_overlay(
+        "idnrbk",
+        "0s",
+        "[app]\nsecret_env = [\"DEMO_FAIL_AFTER\"]\n",
+    );
+    for v in ["r1", "r2"] {
+        let run = app.deploy(v, &[]);
+        assert_eq!(run.code, 0, "{run}");
+    }
+    // A configuration change that breaks the app, committed: r3 fails its health checks.
+    let config = app.root().join("deploy.toml");
+    let text = std::fs::read_to_string(&config).expect("deploy.toml");
+    std::fs::write(&config, text.replace("${DEMO_MODE:-healthy}", "fail500")).expect("write");
+    app.commit("MODE = fail500");
+    let run = app.deploy("r3", &[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(app.serving().as_deref(), Some("r2"));
+
+    // `rollback` restores r1 as it ran (healthy), not with today's app.env.
+    let run = app.run(&["rollback", "--to", "r1"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(app.serving().as_deref(), Some("r1"));
+    let live = app.status_json()["live"]["container"]
+        .as_str()
+        .expect("live container")
+        .to_string();
+    assert_eq!(demo_mode(&live), "healthy");
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &live]).unwrap_or_default();
+    assert!(env.contains("\"DEMO_FAIL_AFTER=20\""), "{env}");
+    // The ledger as the proxy stores it (deployctl's own output would redact the value anyway).
+    let ledger = docker(&["exec", &app.proxy(), "/deployctl", "proxy", "releases"])
+        .expect("read the ledger");
+    assert!(ledger.contains("\"DEMO_MODE\""), "specs recorded: {ledger}");
+    assert!(ledger.contains("\"DEMO_FAIL_AFTER\""), "{ledger}");
+    assert!(
+        !ledger.contains("\"20\""),
+        "a secret value in the ledger: {ledger}"
+    );
+
+    // An attempt with the current (broken) config fails and leaves its container behind; the
+    // next plain `rollback` does not reuse that leftover, re-creates r2 as it ran, and serves.
+    let run = app.run(&["rollback", "--to", "r2", "--with-current-config"], &[]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(app.serving().as_deref(), Some("r1"));
+    let idle = if live == app.container("blue") {
+        app.container("green")
+    } else {
+        app.container("blue")
+    };
+    assert_eq!(
+        demo_mode(&idle),
+        "fail500",
+        "the failed attempt's leftover\n{run}"
+    );
+    let run = app.run(&["rollback", "--to", "r2"], &[]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(app.serving().as_deref(), Some("r2"));
+    assert_eq!(demo_mode(&idle), "healthy");
+}
