@@ -79,8 +79,15 @@ impl Site {
             .into()
     }
 
-    fn deploy(&self, version: &str) -> Run {
-        self.run(&["deploy", "--version", version])
+    /// Deploys the commit (its version is the git short sha).
+    fn deploy(&self) -> (Run, String) {
+        let run = self.run(&["deploy"]);
+        let status = self.run(&["status", "--output", "json"]);
+        let version = serde_json::from_str::<serde_json::Value>(&status.stdout)
+            .ok()
+            .and_then(|s| s["live"]["version"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        (run, version)
     }
 
     fn serving(&self) -> Option<String> {
@@ -158,19 +165,20 @@ fn item01_names_cannot_collide_across_app_env_pairs() {
     let first = Site::new(&base, "x-y");
     let second = Site::new(&format!("{base}-x"), "y");
 
-    let run = first.deploy("v1");
+    let (run, v1) = first.deploy();
     assert_eq!(run.code, 0, "{run}");
-    assert_eq!(first.serving().as_deref(), Some("v1"));
+    assert_eq!(first.serving(), Some(v1.clone()));
     let first_objects = objects_of(&first.app);
 
-    let run = second.deploy("w1");
+    let (run, w1) = second.deploy();
     assert_eq!(run.code, 0, "{run}");
+    assert_ne!(v1, w1, "two repositories, two commits");
     assert!(
-        !run.stderr.contains("v1") && !run.stdout.contains("v1"),
+        !run.stderr.contains(&v1) && !run.stdout.contains(&v1),
         "the second pair saw the first's release:\n{run}"
     );
-    assert_eq!(second.serving().as_deref(), Some("w1"), "{run}");
-    assert_eq!(first.serving().as_deref(), Some("v1"), "first still serves");
+    assert_eq!(second.serving(), Some(w1), "{run}");
+    assert_eq!(first.serving(), Some(v1.clone()), "first still serves");
     assert_eq!(
         objects_of(&first.app),
         first_objects,
@@ -184,7 +192,7 @@ fn item01_names_cannot_collide_across_app_env_pairs() {
     assert_eq!(run.code, 0, "{run}");
     assert!(objects_of(&second.app).is_empty(), "second removed");
     assert_eq!(objects_of(&first.app), first_objects, "first untouched");
-    assert_eq!(first.serving().as_deref(), Some("v1"), "first still serves");
+    assert_eq!(first.serving(), Some(v1), "first still serves");
     let status = first.run(&["status", "--output", "json"]);
     assert_eq!(status.code, 0, "{status}");
 }
