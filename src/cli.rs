@@ -105,6 +105,9 @@ pub struct RollbackArgs {
     /// Wait up to this long for another deploy's lock (at most 24h)
     #[arg(long, value_name = "DURATION", value_parser = parse_lock_wait)]
     pub lock_wait: Option<std::time::Duration>,
+    /// Re-create the release from the current configuration instead of as it ran
+    #[arg(long)]
+    pub with_current_config: bool,
 }
 
 /// The longest `--lock-wait`: a deploy that waits a day for a lock is waiting for nothing.

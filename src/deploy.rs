@@ -20,7 +20,7 @@ use crate::host::{self, engine_err, now_unix};
 use crate::lock;
 use crate::names::Names;
 use crate::plan::{self, DeployRequest, Observed, Plan, Step, command_argv};
-use crate::proxy::protocol::{Outcome, ReleaseRecord, SwitchRequest, Target};
+use crate::proxy::protocol::{Outcome, ReleaseRecord, ReleaseSpec, SpecEnv, SwitchRequest, Target};
 use crate::report::{Phase, Reporter};
 use crate::run;
 
@@ -242,6 +242,7 @@ pub async fn preview_deploy(
     let req = DeployRequest {
         version,
         image: opts.image.clone(),
+        image_id: None,
         skip_tests: opts.skip_tests,
         proxy_image: proxy_image_name(loaded),
     };
@@ -258,7 +259,11 @@ fn proxy_image_name(loaded: &Loaded) -> String {
         .unwrap_or_else(|| host::self_image_name().unwrap_or_else(|_| "deployctl-proxy".into()))
 }
 
-pub async fn preview_rollback(session: &Session<'_>, to: Option<&str>) -> anyhow::Result<Plan> {
+pub async fn preview_rollback(
+    session: &Session<'_>,
+    to: Option<&str>,
+    current_config: bool,
+) -> anyhow::Result<Plan> {
     session.engine.ping().await.map_err(engine_err)?;
     let observed = session.observe().await?;
     plan::plan_rollback(
@@ -266,6 +271,7 @@ pub async fn preview_rollback(session: &Session<'_>, to: Option<&str>) -> anyhow
         to,
         &observed,
         &proxy_image_name(session.loaded),
+        current_config,
     )
     .map_err(|m| Error::DeployFailed(m).into())
 }
@@ -332,9 +338,10 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
 
     let observed = session.observe().await?;
     let proxy_image = proxy_image(session).await?;
-    let req = DeployRequest {
+    let mut req = DeployRequest {
         version: version.clone(),
         image: opts.image.clone(),
+        image_id: None,
         skip_tests: opts.skip_tests,
         proxy_image: proxy_image.clone(),
     };
@@ -417,16 +424,21 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
                 finish(phase, &r);
                 r
             }
-            Step::BuildImage { image, .. } => build(session, image, &version).await,
+            // The id, not the tag, is what the container is made from: another environment's
+            // build of the same version may move the tag while this deploy waits for its lock.
+            Step::BuildImage { image, .. } => build(session, image, &version)
+                .await
+                .map(|id| req.image_id = Some(id)),
             Step::PushImage { image, target } => push(session, image, target).await,
-            Step::UseImage { image } => {
-                match engine.image_exists(image).await.map_err(engine_err)? {
-                    true => Ok(()),
-                    false => Err(Failed::from(anyhow::anyhow!(
-                        "image {image} does not exist on the Docker host"
-                    ))),
+            Step::UseImage { image } => match engine.image_id(image).await.map_err(engine_err)? {
+                Some(id) => {
+                    req.image_id = Some(id);
+                    Ok(())
                 }
-            }
+                None => Err(Failed::from(anyhow::anyhow!(
+                    "image {image} does not exist on the Docker host"
+                ))),
+            },
             Step::AcquireLock { .. } => break,
             _ => Ok(()),
         };
@@ -515,7 +527,7 @@ async fn run_hooks(
     }
 }
 
-async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<(), Failed> {
+async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<String, Failed> {
     let config = &session.loaded.config;
     let phase = Phase::start(session.reporter, "build", image.to_string());
     // Docker's classic builder spends one build step per label, so images carry only what
@@ -539,9 +551,9 @@ async fn build(session: &Session<'_>, image: &str, version: &str) -> Result<(), 
     let reporter = session.reporter;
     let log = move |line: &str| reporter.line("build", line);
     match session.engine.build_image(&req, &log).await {
-        Ok(()) => {
+        Ok(id) => {
             phase.ok("");
-            Ok(())
+            Ok(id)
         }
         Err(e) => {
             phase.failed(e.to_string());
@@ -649,6 +661,7 @@ pub async fn rollback(
     session: &Session<'_>,
     to: Option<&str>,
     lock_wait: Duration,
+    current_config: bool,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
     let config = &session.loaded.config;
@@ -675,7 +688,7 @@ pub async fn rollback(
     phase.ok("");
     let result = async {
         let observed = session.observe_started(&proxy_image).await?;
-        let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image)
+        let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image, current_config)
             .map_err(Error::DeployFailed)?;
         execute(
             session,
@@ -731,6 +744,7 @@ async fn execute(
         duration_ms: None,
         outcome: Outcome::InProgress,
         tests_skipped: plan.tests_skipped,
+        spec: None,
         reason: if plan.kind == "rollback" {
             Some("rollback".into())
         } else {
@@ -744,11 +758,8 @@ async fn execute(
     for step in steps {
         tracing::debug!(step = %step.describe(), "executing");
         let outcome: Result<(), Failed> = match step {
-            Step::EnsureNetwork { network } => {
-                engine
-                    .ensure_network(network, &names.labels("network"))
-                    .await
-                    .map_err(engine_err)?;
+            Step::EnsureNetwork { .. } => {
+                host::ensure_network(engine, names).await?;
                 Ok(())
             }
             Step::EnsureProxy { .. } => {
@@ -779,8 +790,18 @@ async fn execute(
             } => {
                 let phase = Phase::start(reporter, "start", format!("{container} ({version})"));
                 if !reuse {
-                    let spec = release_spec(session, container, image, color, version, network);
-                    engine.create_container(&spec).await.map_err(engine_err)?;
+                    // A container of that name not listed as ours (by labels) is someone else's.
+                    host::owned_container(engine, names, container).await?;
+                    let image = plan.image_id.as_deref().unwrap_or(image);
+                    let spec = match &plan.restore {
+                        Some(restore) => restored_spec(session, restore, container, color, version)
+                            .map_err(Error::DeployFailed)?,
+                        None => release_spec(session, container, image, color, version, network),
+                    };
+                    let id = engine.create_container(&spec).await.map_err(engine_err)?;
+                    record.spec = Some(Box::new(spec_record(session, &spec, image, id)));
+                } else {
+                    record.spec = plan.restore.clone().map(Box::new);
                 }
                 session.progress(|p| p.started = Some((container.clone(), version.clone())));
                 let r = engine
@@ -1076,6 +1097,102 @@ fn release_spec(
     }
 }
 
+/// What the ledger keeps of a container spec: everything but secret values (a variable whose name
+/// is secret, that comes from the env file, or whose value holds a secret keeps only its name).
+fn spec_record(
+    session: &Session<'_>,
+    spec: &ContainerSpec,
+    image_id: &str,
+    container_id: String,
+) -> ReleaseSpec {
+    let loaded = session.loaded;
+    let secret = |name: &str, value: &str| {
+        loaded.config.app.secret_env.iter().any(|s| s == name)
+            || loaded.env_file_vars.contains_key(name)
+            || loaded.redactor.redact(value) != value
+    };
+    ReleaseSpec {
+        image_id: image_id.to_string(),
+        env: spec
+            .env
+            .iter()
+            .map(|(name, value)| SpecEnv {
+                name: name.clone(),
+                value: (!secret(name, value)).then(|| value.clone()),
+            })
+            .collect(),
+        cmd: spec.cmd.clone(),
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}:{}", p.host_ip, p.host_port, p.container_port))
+            .collect(),
+        labels: spec.labels.clone(),
+        container_id: Some(container_id),
+    }
+}
+
+/// The container spec of a release re-created as it ran, from its ledger record: its image id,
+/// environment, command and labels; secret values read again by name from the configuration;
+/// only colour, version and creation labels are this run's.
+fn restored_spec(
+    session: &Session<'_>,
+    restore: &ReleaseSpec,
+    container: &str,
+    color: &str,
+    version: &str,
+) -> Result<ContainerSpec, String> {
+    let loaded = session.loaded;
+    let mut spec = release_spec(
+        session,
+        container,
+        &restore.image_id,
+        color,
+        version,
+        &session.names.network(),
+    );
+    let mut env = Vec::with_capacity(restore.env.len());
+    for e in &restore.env {
+        let value = match (&e.value, e.name.as_str()) {
+            (_, "DEPLOYCTL_VERSION") => version.to_string(),
+            (_, "DEPLOYCTL_COLOR") => color.to_string(),
+            (Some(v), _) => v.clone(),
+            (None, name) => loaded
+                .env_file_vars
+                .get(name)
+                .or_else(|| loaded.config.app.env.get(name))
+                .cloned()
+                .ok_or_else(|| {
+                    format!(
+                        "{version} ran with the secret {name}, which the configuration no longer sets\n  hint: set it again, or `deployctl rollback --with-current-config`"
+                    )
+                })?,
+        };
+        env.push((e.name.clone(), value));
+    }
+    spec.env = env;
+    spec.cmd = restore.cmd.clone();
+    let mut labels = restore.labels.clone();
+    // This run's colour and creation; app, env and role stay ours whatever the record says.
+    let this_run = [
+        labels::APP,
+        labels::ENV,
+        labels::ROLE,
+        labels::COLOR,
+        labels::VERSION,
+        labels::CREATED,
+        labels::DEPLOY_ID,
+    ];
+    labels.extend(
+        spec.labels
+            .iter()
+            .filter(|(k, _)| this_run.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    spec.labels = labels;
+    Ok(spec)
+}
+
 /// Health checks from inside the proxy, raced against the container crashing.
 async fn watch_health(
     session: &Session<'_>,
@@ -1359,30 +1476,51 @@ async fn mark_version(
     }
 }
 
-/// Removes old images and the stopped containers made from them; failures are warnings.
+/// Removes old images and the stopped containers made from them; failures are warnings. `images`
+/// are `<app>:<version>` names; what goes is this environment's images of those versions, found by
+/// their labels and removed by id: a tag another environment's build has taken is never touched.
 async fn prune(session: &Session<'_>, images: &[String]) {
     let engine = session.engine;
+    let names = &session.names;
     let phase = Phase::start(session.reporter, "prune", images.join(", "));
     let scope = [
-        (labels::APP, session.names.app.as_str()),
-        (labels::ENV, session.names.env.as_str()),
+        (labels::APP, names.app.as_str()),
+        (labels::ENV, names.env.as_str()),
         (labels::ROLE, "app"),
     ];
     let containers = engine.list_containers(&scope).await.unwrap_or_default();
-    for image in images {
+    let ours = engine
+        .list_images(&scope[..2])
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| {
+            i.labels
+                .get(labels::VERSION)
+                .is_some_and(|v| images.contains(&names.image(v)))
+        });
+    for image in ours {
+        let tag = names.image(&image.labels[labels::VERSION]);
         for c in containers
             .iter()
-            .filter(|c| &c.image == image && !c.state.running)
+            .filter(|c| (c.image == image.id || c.image == tag) && !c.state.running)
         {
             let _ = engine.remove_container(&c.name, false).await;
         }
-        if let Err(e) = engine.remove_image(image).await {
-            session
-                .reporter
-                .warn(format!("could not prune {image}: {e}"));
+        if let Err(e) = engine.remove_image(&image.id).await {
+            session.reporter.warn(format!(
+                "could not prune {tag} ({}): {e}",
+                short_id(&image.id)
+            ));
         }
     }
     phase.ok("");
+}
+
+/// `sha256:0123456789ab…` as `0123456789ab`.
+fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
 }
 
 /// After SIGINT/SIGTERM: traffic on a running release, the new container stopped unless it is

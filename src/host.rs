@@ -28,6 +28,32 @@ pub fn engine_err(err: EngineError) -> anyhow::Error {
     }
 }
 
+/// Inspects the container `name` (one of `names`' own) and refuses it when its labels say it belongs
+/// to another app or environment. None when it does not exist.
+pub async fn owned_container(
+    engine: &dyn Engine,
+    names: &Names,
+    name: &str,
+) -> anyhow::Result<Option<crate::engine::ContainerInfo>> {
+    let info = engine.inspect_container(name).await.map_err(engine_err)?;
+    if let Some(info) = &info {
+        crate::names::check_owner(names, "container", name, &info.labels)?;
+    }
+    Ok(info)
+}
+
+/// Creates the private network unless it exists, refusing one that is not ours.
+pub async fn ensure_network(engine: &dyn Engine, names: &Names) -> anyhow::Result<()> {
+    let network = names.network();
+    if let Some(l) = engine.network_labels(&network).await.map_err(engine_err)? {
+        crate::names::check_owner(names, "network", &network, &l)?;
+    }
+    engine
+        .ensure_network(&network, &names.labels("network"))
+        .await
+        .map_err(engine_err)
+}
+
 /// Reads everything a plan needs. Errors only when the engine cannot be reached at all.
 pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Observed> {
     let mut observed = Observed::default();
@@ -35,11 +61,7 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
         (labels::APP, names.app.as_str()),
         (labels::ENV, names.env.as_str()),
     ];
-    if let Some(proxy) = engine
-        .inspect_container(&names.proxy())
-        .await
-        .map_err(engine_err)?
-    {
+    if let Some(proxy) = owned_container(engine, names, &names.proxy()).await? {
         observed.proxy = Some(ProxyObserved {
             container: proxy.name.clone(),
             image: proxy.image.clone(),
@@ -58,6 +80,7 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
         .map_err(engine_err)?
     {
         observed.containers.push(AppContainer {
+            id: c.id.clone(),
             color: c.labels.get(labels::COLOR).cloned().unwrap_or_default(),
             version: c.labels.get(labels::VERSION).cloned().unwrap_or_default(),
             running: c.state.running,
@@ -68,12 +91,14 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
         (labels::APP, names.app.as_str()),
         (labels::ENV, names.env.as_str()),
     ];
-    for image in engine.list_images(&image_scope).await.map_err(engine_err)? {
+    // By labels, not by tag: `<app>:<version>` is shared by environments and moves with each
+    // build of that version, while this environment's image keeps its labels and id.
+    let mut images = engine.list_images(&image_scope).await.map_err(engine_err)?;
+    images.sort_by_key(|i| i.created);
+    for image in images {
         if let Some(v) = image.labels.get(labels::VERSION) {
-            let tag = names.image(v);
-            if image.tags.contains(&tag) {
-                observed.images.insert(v.clone());
-            }
+            observed.images.insert(v.clone());
+            observed.image_ids.insert(v.clone(), image.id.clone());
         }
     }
     tracing::debug!(
@@ -88,49 +113,27 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
 }
 
 /// Runs `deployctl proxy <args>` inside the proxy container and returns its stdout. A JSON
-/// payload `(flag, json)` goes on stdin as one line, never in argv (visible in `ps` and
-/// `docker events`, and limited in size); `--flag json` is only the fallback for a proxy started
-/// by an older deployctl, and never for a payload that holds a secret.
+/// payload goes on stdin as one line, never in argv (visible in `ps` and `docker events`, and
+/// limited in size). Proxies of earlier deployctl versions, which read requests only from argv,
+/// carry the earlier object names and are never reached by this version.
 async fn proxy_exec(
     engine: &dyn Engine,
     names: &Names,
     args: &[&str],
-    payload: Option<(&str, String)>,
+    payload: Option<String>,
     on_line: crate::engine::LineSink<'_>,
 ) -> anyhow::Result<String> {
     let mut cmd = vec![PROXY_BIN.to_string(), "proxy".to_string()];
     cmd.extend(args.iter().map(|a| a.to_string()));
     tracing::debug!(proxy = %names.proxy(), command = args.first().copied().unwrap_or(""), "docker exec");
+    owned_container(engine, names, &names.proxy()).await?;
     let stdin = payload
         .as_ref()
-        .map(|(_, p)| format!("{}\n", p.trim_end()).into_bytes());
-    let mut out = engine
+        .map(|p| format!("{}\n", p.trim_end()).into_bytes());
+    let out = engine
         .exec_with_stdin(&names.proxy(), &cmd, stdin, on_line)
         .await
         .map_err(engine_err)?;
-    if let Some((flag, json)) = &payload
-        && out.exit_code == 2
-        && out.stderr.contains("required arguments were not provided")
-        && out.stderr.contains(&format!("--{flag}"))
-    {
-        if crate::output::redact(json) != *json {
-            anyhow::bail!(
-                "the proxy {} runs an older deployctl, which reads requests only from its command \
-                 line, and this request holds a secret, so it is not sent that way\n  hint: recreate \
-                 the proxy with `docker rm -f {}` (its state and the release ledger stay in the \
-                 volume {}; traffic stops until the next deploy creates it again)",
-                names.proxy(),
-                names.proxy(),
-                names.state_volume()
-            );
-        }
-        tracing::warn!(proxy = %names.proxy(), "the proxy runs an older deployctl: request sent in argv");
-        cmd.extend([format!("--{flag}"), json.clone()]);
-        out = engine
-            .exec(&names.proxy(), &cmd, on_line)
-            .await
-            .map_err(engine_err)?;
-    }
     tracing::trace!(exit_code = out.exit_code, stdout = %out.stdout, stderr = %out.stderr, "docker exec finished");
     if out.exit_code != 0 {
         let msg = if out.stderr.trim().is_empty() {
@@ -172,7 +175,7 @@ pub async fn proxy_record(
         engine,
         names,
         &["record"],
-        Some(("record", json)),
+        Some(json),
         &no_lines,
     )
     .await
@@ -217,7 +220,7 @@ pub async fn proxy_switch(
         engine,
         names,
         &["switch"],
-        Some(("request", json)),
+        Some(json),
         &no_lines,
     )
     .await?;
@@ -244,7 +247,7 @@ pub async fn proxy_health(
             on_probe(&probe);
         }
     };
-    let out = proxy_exec(engine, names, &args, Some(("spec", json)), &on_line).await?;
+    let out = proxy_exec(engine, names, &args, Some(json), &on_line).await?;
     let last = out
         .lines()
         .rev()
@@ -395,15 +398,18 @@ pub async fn ensure_proxy(
     let config = &loaded.config;
     let mut labels = names.labels("proxy");
     labels.insert(labels::CREATED.into(), now_unix().to_string());
+    if let Some(l) = engine
+        .volume_labels(&names.state_volume())
+        .await
+        .map_err(engine_err)?
+    {
+        crate::names::check_owner(names, "volume", &names.state_volume(), &l)?;
+    }
     engine
         .ensure_volume(&names.state_volume(), &names.labels("state"))
         .await
         .map_err(engine_err)?;
-    match engine
-        .inspect_container(&names.proxy())
-        .await
-        .map_err(engine_err)?
-    {
+    match owned_container(engine, names, &names.proxy()).await? {
         Some(info) if info.state.running => return Ok(()),
         Some(_) => engine
             .start_container(&names.proxy())

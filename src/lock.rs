@@ -90,11 +90,7 @@ pub async fn status(
     stale_after: Duration,
     config: &Path,
 ) -> anyhow::Result<Option<LockInfo>> {
-    let Some(info) = engine
-        .inspect_container(&names.lock())
-        .await
-        .map_err(engine_err)?
-    else {
+    let Some(info) = crate::host::owned_container(engine, names, &names.lock()).await? else {
         return Ok(None);
     };
     let get = |k: &str| info.labels.get(k).cloned().unwrap_or_default();
@@ -197,6 +193,8 @@ pub async fn acquire(
         match engine.create_container(&spec).await {
             Ok(_) => return Ok(()),
             Err(EngineError::Conflict(_)) => {
+                // Held by us-or-someone of this app, or a foreign object of that name: refuse that.
+                crate::host::owned_container(engine, names, &names.lock()).await?;
                 tracing::debug!(lock = %names.lock(), "lock is held; waiting or giving up");
                 if Instant::now() >= give_up {
                     match holder_after_conflict(engine, names, stale_after, config).await? {
@@ -228,11 +226,7 @@ pub async fn acquire(
 /// Releases the lock if this process holds it (or anyone does, with `force`).
 /// Returns whether a lock was removed.
 pub async fn release(engine: &dyn Engine, names: &Names, force: bool) -> anyhow::Result<bool> {
-    let Some(info) = engine
-        .inspect_container(&names.lock())
-        .await
-        .map_err(engine_err)?
-    else {
+    let Some(info) = crate::host::owned_container(engine, names, &names.lock()).await? else {
         return Ok(false);
     };
     let (_, host, pid) = whoami();

@@ -1,5 +1,11 @@
-//! Names of everything deployctl creates for one app in one environment. Names are derived, never
-//! stored, so any machine that runs deployctl finds the same objects.
+//! Names of everything deployctl creates for one app in one environment, and the check that an
+//! object found under such a name really belongs to that app and environment. Names are derived,
+//! never stored, so any machine that runs deployctl finds the same objects.
+//!
+//! App and environment names may both contain `-`, `_` and `.`, the only punctuation Docker allows
+//! in names; so the pair is joined by `.` and every `.` inside either name is doubled (`my.app` in
+//! `prod` is `my..app.prod`). An environment name never starts with `.`, so the first single `.`
+//! ends the app name and two different (app, env) pairs never share a name.
 
 use std::collections::BTreeMap;
 
@@ -20,21 +26,29 @@ impl Names {
             env: env.to_string(),
         }
     }
-    /// `<app>-<env>-<color>`.
+    /// `<app>.<env>`, with each `.` of either name doubled: unique per (app, env).
+    pub fn pair(&self) -> String {
+        format!(
+            "{}.{}",
+            self.app.replace('.', ".."),
+            self.env.replace('.', "..")
+        )
+    }
+    /// `<app>.<env>-<color>`.
     pub fn container(&self, color: &str) -> String {
-        format!("{}-{}-{color}", self.app, self.env)
+        format!("{}-{color}", self.pair())
     }
     pub fn proxy(&self) -> String {
-        format!("deployctl-proxy-{}-{}", self.app, self.env)
+        format!("deployctl-proxy-{}", self.pair())
     }
     pub fn lock(&self) -> String {
-        format!("deployctl-lock-{}-{}", self.app, self.env)
+        format!("deployctl-lock-{}", self.pair())
     }
     pub fn network(&self) -> String {
-        format!("deployctl-{}-{}", self.app, self.env)
+        format!("deployctl-{}", self.pair())
     }
     pub fn state_volume(&self) -> String {
-        format!("deployctl-{}-{}-state", self.app, self.env)
+        format!("deployctl-{}-state", self.pair())
     }
     /// `<app>:<version>`.
     pub fn image(&self, version: &str) -> String {
@@ -48,6 +62,35 @@ impl Names {
             (labels::ROLE.to_string(), role.to_string()),
         ])
     }
+}
+
+/// Refuses to act on an object called by one of our names whose `deployctl.app`/`deployctl.env`
+/// labels name another app or environment (or are missing): exit 2, and the object is left alone.
+pub fn check_owner(
+    names: &Names,
+    kind: &str,
+    name: &str,
+    object_labels: &BTreeMap<String, String>,
+) -> Result<(), crate::error::Error> {
+    let label = |k: &str| object_labels.get(k).map(String::as_str);
+    if label(labels::APP) == Some(names.app.as_str())
+        && label(labels::ENV) == Some(names.env.as_str())
+    {
+        return Ok(());
+    }
+    let show = |v: Option<&str>| {
+        v.map(|v| format!("`{v}`"))
+            .unwrap_or_else(|| "(none)".into())
+    };
+    Err(crate::error::Error::Usage(format!(
+        "refusing to touch {kind} {name}: its labels say app {} env {}, not app `{}` env `{}` ({} / {})\n  hint: it belongs to another app or was made by hand; leave it, or remove or rename it yourself if it is unused",
+        show(label(labels::APP)),
+        show(label(labels::ENV)),
+        names.app,
+        names.env,
+        labels::APP,
+        labels::ENV,
+    )))
 }
 
 /// The colour that is not `live`; blue when nothing is live.
@@ -65,12 +108,50 @@ mod tests {
     #[test]
     fn names_follow_the_documented_scheme() {
         let n = Names::new("web", "production");
-        assert_eq!(n.container("blue"), "web-production-blue");
-        assert_eq!(n.proxy(), "deployctl-proxy-web-production");
-        assert_eq!(n.lock(), "deployctl-lock-web-production");
+        assert_eq!(n.container("blue"), "web.production-blue");
+        assert_eq!(n.proxy(), "deployctl-proxy-web.production");
+        assert_eq!(n.lock(), "deployctl-lock-web.production");
+        assert_eq!(n.network(), "deployctl-web.production");
+        assert_eq!(n.state_volume(), "deployctl-web.production-state");
         assert_eq!(n.image("3f2a9c1"), "web:3f2a9c1");
         assert_eq!(other_color(Some("blue")), "green");
         assert_eq!(other_color(Some("green")), "blue");
         assert_eq!(other_color(None), "blue");
+    }
+
+    #[test]
+    fn item01_pairs_that_used_to_collide_get_different_names() {
+        let pairs = [
+            ("adv2", "x-y"),
+            ("adv2-x", "y"),
+            ("a.", "b"),
+            ("a", "b.c"),
+            ("a.b", "c"),
+            ("a", "b_c"),
+            ("a_b", "c"),
+        ];
+        let all: std::collections::BTreeSet<String> = pairs
+            .iter()
+            .flat_map(|(a, e)| {
+                let n = Names::new(a, e);
+                [n.container("blue"), n.proxy(), n.lock(), n.network()]
+            })
+            .collect();
+        assert_eq!(all.len(), pairs.len() * 4, "{all:?}");
+        assert_eq!(Names::new("my.app", "prod").pair(), "my..app.prod");
+    }
+
+    #[test]
+    fn item01_foreign_labels_are_refused() {
+        let n = Names::new("adv2", "x-y");
+        let ours = n.labels("proxy");
+        assert!(check_owner(&n, "container", "c", &ours).is_ok());
+        let theirs = Names::new("adv2-x", "y").labels("proxy");
+        let err = check_owner(&n, "container", "c", &theirs).unwrap_err();
+        assert!(
+            err.to_string().contains("refusing to touch container c"),
+            "{err}"
+        );
+        assert!(check_owner(&n, "network", "c", &BTreeMap::new()).is_err());
     }
 }

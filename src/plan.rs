@@ -2,13 +2,13 @@
 //! or a rollback. `--dry-run` prints the plan; the executor (`deploy.rs`) performs the same steps,
 //! so the preview cannot drift from what happens.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::config::{CommandSpec, Config, Loaded, NotifyEvent};
 use crate::names::{Names, other_color};
-use crate::proxy::protocol::{Outcome, ReleaseRecord, Target};
+use crate::proxy::protocol::{Outcome, ReleaseRecord, ReleaseSpec, Target};
 
 /// What deployctl saw on the Docker host before planning.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -21,8 +21,11 @@ pub struct Observed {
     pub containers: Vec<AppContainer>,
     /// The release ledger, oldest first.
     pub releases: Vec<ReleaseRecord>,
-    /// Versions whose `<app>:<version>` image exists.
+    /// Versions that have an image of this app and environment (by labels; a tag may have moved).
     pub images: BTreeSet<String>,
+    /// Version -> id of this environment's newest image of it.
+    #[serde(skip)]
+    pub image_ids: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +37,9 @@ pub struct ProxyObserved {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AppContainer {
+    /// Docker's id.
+    #[serde(skip)]
+    pub id: String,
     pub name: String,
     pub color: String,
     pub version: String,
@@ -380,6 +386,10 @@ pub struct Plan {
     pub env: String,
     pub version: String,
     pub image: String,
+    /// The image id the container is created from, when known: this environment's own build,
+    /// whatever the shared tag `image` points at by then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
     pub color: String,
     pub container: String,
     /// What serves now, if known.
@@ -394,6 +404,9 @@ pub struct Plan {
     pub on_failure: Vec<Step>,
     /// `--skip-tests`: recorded in the ledger.
     pub tests_skipped: bool,
+    /// A rollback re-creates its release from this recorded spec (None: from the current config).
+    #[serde(skip)]
+    pub restore: Option<ReleaseSpec>,
 }
 
 /// Inputs of a deploy that do not come from the config.
@@ -402,6 +415,8 @@ pub struct DeployRequest {
     pub version: String,
     /// Deploy this existing image instead of building.
     pub image: Option<String>,
+    /// The id of the image built or resolved for this deploy, once known.
+    pub image_id: Option<String>,
     pub skip_tests: bool,
     /// deployctl's proxy image reference.
     pub proxy_image: String,
@@ -537,6 +552,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         env: loaded.env.clone(),
         version: req.version.clone(),
         image,
+        image_id: req.image_id.clone(),
         color,
         health_url: health_url(config, &container),
         container,
@@ -546,6 +562,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         steps,
         on_failure,
         tests_skipped: req.skip_tests && !loaded.config.test.commands.is_empty(),
+        restore: None,
     }
 }
 
@@ -742,12 +759,24 @@ pub fn rollback_target<'a>(
     to: Option<&str>,
 ) -> Result<&'a ReleaseRecord, String> {
     let live_version = observed.live.as_ref().map(|t| t.version.as_str());
+    let named = |r: &&ReleaseRecord| to.is_some_and(|v| r.version == v || r.version.starts_with(v));
+    // The newest record of that version that served (good or live, else rolled back): a failed
+    // attempt's record does not say how it ran.
+    let served = [
+        &[Outcome::Good, Outcome::Live][..],
+        &[Outcome::RolledBack],
+        &[Outcome::Failed, Outcome::InProgress],
+    ];
     match to {
-        Some(v) => observed
-            .releases
+        Some(v) => served
             .iter()
-            .rev()
-            .find(|r| r.version == v || r.version.starts_with(v))
+            .find_map(|outcomes| {
+                observed
+                    .releases
+                    .iter()
+                    .rev()
+                    .find(|r| named(r) && outcomes.contains(&r.outcome))
+            })
             .ok_or_else(|| {
                 format!("no release {v} in the ledger; `deployctl releases` lists them")
             }),
@@ -757,11 +786,14 @@ pub fn rollback_target<'a>(
     }
 }
 
+/// A rollback re-creates the release from the spec recorded in the ledger (as it ran), unless
+/// `current_config`; only the very container that ran it is reused, and only without `current_config`.
 pub fn plan_rollback(
     loaded: &Loaded,
     to: Option<&str>,
     observed: &Observed,
     built_proxy_image: &str,
+    current_config: bool,
 ) -> Result<Plan, String> {
     let config = &loaded.config;
     let names = Names::new(&config.app.name, &loaded.env);
@@ -789,10 +821,15 @@ pub fn plan_rollback(
     let container = names.container(&color);
     let image = names.image(&target.version);
     let mut steps = vec![Step::AcquireLock { lock: names.lock() }];
-    // The release's own container, if it is in the idle colour, is reused: no rebuild, no new create.
-    let reusable = observed
-        .container(&container)
-        .is_some_and(|c| c.version == target.version);
+    // The release's own container, if it is in the idle colour, is reused: no new create. Only the
+    // very container the ledger recorded: a leftover of a failed attempt may differ from it.
+    let restore = target.spec.as_deref().cloned().filter(|_| !current_config);
+    let reusable = observed.container(&container).is_some_and(|c| {
+        c.version == target.version
+            && restore
+                .as_ref()
+                .is_some_and(|s| s.container_id.as_deref() == Some(c.id.as_str()))
+    });
     if reusable {
         let mut swap = swap_steps(
             loaded,
@@ -842,6 +879,12 @@ pub fn plan_rollback(
         steps,
         on_failure: vec![Step::ReleaseLock { lock: names.lock() }],
         tests_skipped: false,
+        image_id: target
+            .spec
+            .as_ref()
+            .map(|s| s.image_id.clone())
+            .or_else(|| observed.image_ids.get(&target.version).cloned()),
+        restore,
     })
 }
 
@@ -871,6 +914,7 @@ mod tests {
         DeployRequest {
             version: version.into(),
             image: None,
+            image_id: None,
             skip_tests: false,
             proxy_image: "deployctl-proxy:test".into(),
         }
@@ -882,7 +926,7 @@ mod tests {
             version: version.into(),
             image: format!("web:{version}"),
             color: color.into(),
-            container: format!("web-prod-{color}"),
+            container: format!("web.prod-{color}"),
             git_sha: None,
             author: None,
             started_at: 0,
@@ -891,13 +935,14 @@ mod tests {
             outcome,
             reason: None,
             tests_skipped: false,
+            spec: None,
         }
     }
 
     fn live(version: &str, color: &str) -> Target {
         Target {
-            addr: format!("web-prod-{color}:8080"),
-            container: format!("web-prod-{color}"),
+            addr: format!("web.prod-{color}:8080"),
+            container: format!("web.prod-{color}"),
             version: version.into(),
             color: color.into(),
         }
@@ -905,7 +950,8 @@ mod tests {
 
     fn container(version: &str, color: &str, running: bool) -> AppContainer {
         AppContainer {
-            name: format!("web-prod-{color}"),
+            id: format!("id-{version}-{color}"),
+            name: format!("web.prod-{color}"),
             color: color.into(),
             version: version.into(),
             running,
@@ -924,7 +970,7 @@ mod tests {
         }
         Observed {
             proxy: Some(ProxyObserved {
-                container: "deployctl-proxy-web-prod".into(),
+                container: "deployctl-proxy-web.prod".into(),
                 image: "deployctl-proxy:test".into(),
                 running: true,
             }),
@@ -955,11 +1001,11 @@ mod tests {
         );
         let plan = plan_deploy(&l, &request("v1"), &Observed::default());
         assert_eq!(plan.color, "blue");
-        assert_eq!(plan.container, "web-prod-blue");
+        assert_eq!(plan.container, "web.prod-blue");
         assert_eq!(plan.image, "web:v1");
         assert!(plan.previous.is_none());
         assert_eq!(plan.url, "http://localhost:8080");
-        assert_eq!(plan.health_url, "http://web-prod-blue:8080/health");
+        assert_eq!(plan.health_url, "http://web.prod-blue:8080/health");
         assert_eq!(
             kinds(&plan.steps),
             [
@@ -1022,12 +1068,12 @@ mod tests {
         assert!(pos("remove_container") < pos("start_release"));
         assert!(pos("switch") < pos("verify") && pos("verify") < pos("stop_container"));
         assert!(plan.steps.contains(&Step::Switch {
-            from: Some("web-prod-blue".into()),
-            to: "web-prod-green".into(),
+            from: Some("web.prod-blue".into()),
+            to: "web.prod-green".into(),
             drain_timeout: "30s".into()
         }));
         assert!(plan.steps.contains(&Step::StopContainer {
-            container: "web-prod-blue".into(),
+            container: "web.prod-blue".into(),
             version: "v1".into()
         }));
         assert!(matches!(
@@ -1038,7 +1084,7 @@ mod tests {
             }
         ));
         // Automatic rollback switches back first.
-        assert!(matches!(&plan.on_failure[0], Step::Switch { to, .. } if to == "web-prod-blue"));
+        assert!(matches!(&plan.on_failure[0], Step::Switch { to, .. } if to == "web.prod-blue"));
     }
 
     #[test]
@@ -1124,8 +1170,17 @@ mod tests {
     fn rollback_picks_the_last_good_release_and_reuses_its_stopped_container() {
         let mut observed = after_releases(&["v1", "v2"], "green");
         observed.containers.push(container("v1", "blue", false));
-        let plan =
-            plan_rollback(&loaded(""), None, &observed, "deployctl-proxy:test").expect("a plan");
+        observed.releases[0].spec = Some(Box::new(ReleaseSpec {
+            image_id: "sha256:v1".into(),
+            env: vec![],
+            cmd: None,
+            ports: vec![],
+            labels: BTreeMap::new(),
+            container_id: Some("id-v1-blue".into()),
+        }));
+        let plan = plan_rollback(&loaded(""), None, &observed, "deployctl-proxy:test", false)
+            .expect("a plan");
+        assert_eq!(plan.image_id.as_deref(), Some("sha256:v1"));
         assert_eq!(plan.version, "v1");
         assert_eq!(plan.color, "blue");
         let k = kinds(&plan.steps);
@@ -1138,7 +1193,7 @@ mod tests {
             |s| matches!(s, Step::StartRelease { reuse: true, version, .. } if version == "v1")
         ));
         assert!(plan.steps.contains(&Step::StopContainer {
-            container: "web-prod-green".into(),
+            container: "web.prod-green".into(),
             version: "v2".into()
         }));
     }
@@ -1146,7 +1201,7 @@ mod tests {
     #[test]
     fn rollback_to_a_version_recreates_it_when_its_container_is_gone() {
         let observed = after_releases(&["v1", "v2", "v3"], "blue");
-        let plan = plan_rollback(&loaded(""), Some("v1"), &observed, "p").expect("a plan");
+        let plan = plan_rollback(&loaded(""), Some("v1"), &observed, "p", false).expect("a plan");
         assert_eq!(plan.version, "v1");
         assert!(plan.steps.iter().any(
             |s| matches!(s, Step::StartRelease { reuse: false, image, .. } if image == "web:v1")
@@ -1157,24 +1212,24 @@ mod tests {
     fn rollback_refuses_what_cannot_work() {
         let observed = after_releases(&["v1"], "blue");
         assert!(
-            plan_rollback(&loaded(""), None, &observed, "p")
+            plan_rollback(&loaded(""), None, &observed, "p", false)
                 .unwrap_err()
                 .contains("no earlier good release")
         );
         assert!(
-            plan_rollback(&loaded(""), Some("v1"), &observed, "p")
+            plan_rollback(&loaded(""), Some("v1"), &observed, "p", false)
                 .unwrap_err()
                 .contains("already live")
         );
         assert!(
-            plan_rollback(&loaded(""), Some("v7"), &observed, "p")
+            plan_rollback(&loaded(""), Some("v7"), &observed, "p", false)
                 .unwrap_err()
                 .contains("no release v7")
         );
         let mut observed = after_releases(&["v1", "v2"], "green");
         observed.images.remove("v1");
         assert!(
-            plan_rollback(&loaded(""), None, &observed, "p")
+            plan_rollback(&loaded(""), None, &observed, "p", false)
                 .unwrap_err()
                 .contains("image of v1 is gone")
         );

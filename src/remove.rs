@@ -10,6 +10,21 @@ pub async fn remove_environment(engine: &dyn Engine, names: &Names) -> anyhow::R
         (labels::APP, names.app.as_str()),
         (labels::ENV, names.env.as_str()),
     ];
+    // Checked before anything goes: a network or volume of our name but another owner stays.
+    if let Some(l) = engine
+        .network_labels(&names.network())
+        .await
+        .map_err(engine_err)?
+    {
+        crate::names::check_owner(names, "network", &names.network(), &l)?;
+    }
+    if let Some(l) = engine
+        .volume_labels(&names.state_volume())
+        .await
+        .map_err(engine_err)?
+    {
+        crate::names::check_owner(names, "volume", &names.state_volume(), &l)?;
+    }
     let mut removed = Vec::new();
     let mut lock = None;
     for c in engine.list_containers(&scope).await.map_err(engine_err)? {

@@ -170,11 +170,7 @@ async fn probe_now(engine: &dyn Engine, names: &Names, spec: &HealthSpec) -> Str
 pub async fn releases(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Vec<ReleaseRecord>> {
     let names = Names::new(&loaded.config.app.name, &loaded.env);
     engine.ping().await.map_err(engine_err)?;
-    match engine
-        .inspect_container(&names.proxy())
-        .await
-        .map_err(engine_err)?
-    {
+    match host::owned_container(engine, &names, &names.proxy()).await? {
         Some(p) if p.state.running => host::proxy_releases(engine, &names).await,
         Some(_) => anyhow::bail!(
             "the proxy {} is not running, so its ledger cannot be read: `docker start {}`",

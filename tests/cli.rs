@@ -511,7 +511,7 @@ fn dry_run_of_the_example_human() {
     run.assert_code(0);
     assert!(
         run.stdout
-            .starts_with("Plan: deploy demo v-test to staging (demo-staging-blue as blue)\n"),
+            .starts_with("Plan: deploy demo v-test to staging (demo.staging-blue as blue)\n"),
         "{}",
         run.stdout
     );

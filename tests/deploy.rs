@@ -281,8 +281,7 @@ fn proxy_restart_restores_the_route() {
     let app = App::new("dctprx");
     let run = app.deploy("v1", &[]);
     assert_eq!(run.code, 0, "{run}");
-    support::docker(&["restart", &format!("deployctl-proxy-{}-test", app.name)])
-        .expect("restart proxy");
+    support::docker(&["restart", &app.proxy()]).expect("restart proxy");
     assert!(
         wait_until(Duration::from_secs(15), || app.serving().as_deref()
             == Some("v1")),
@@ -290,7 +289,7 @@ fn proxy_restart_restores_the_route() {
     );
 
     // A stopped proxy is started first, so the next deploy still knows v1 is live in blue.
-    support::docker(&["stop", &format!("deployctl-proxy-{}-test", app.name)]).expect("stop proxy");
+    support::docker(&["stop", &app.proxy()]).expect("stop proxy");
     let run = app.deploy("v2", &[]);
     assert_eq!(run.code, 0, "{run}");
     let status = app.status_json();

@@ -274,6 +274,7 @@ fn record(id: &str, outcome: Outcome) -> ReleaseRecord {
         outcome,
         reason: None,
         tests_skipped: false,
+        spec: None,
     }
 }
 

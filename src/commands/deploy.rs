@@ -39,14 +39,15 @@ pub async fn rollback(g: &Global, out: &Output, args: RollbackArgs) -> anyhow::R
     let engine = super::connect(&loaded).await?;
     let session = Session::new(&loaded, &engine, out);
     if args.dry_run {
-        let plan = deploy::preview_rollback(&session, args.to.as_deref()).await?;
+        let plan = deploy::preview_rollback(&session, args.to.as_deref(), args.with_current_config)
+            .await?;
         print_plan(out, &plan);
         return Ok(ExitCode::Ok);
     }
     let wait = args.lock_wait.unwrap_or_default();
     let report = interruptible(
         &session,
-        deploy::rollback(&session, args.to.as_deref(), wait),
+        deploy::rollback(&session, args.to.as_deref(), wait, args.with_current_config),
     )
     .await?;
     Ok(print_report(out, &report))

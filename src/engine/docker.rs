@@ -104,13 +104,18 @@ impl DockerEngine {
         tar: Vec<u8>,
         options: bollard::query_parameters::BuildImageOptions,
         log: LineSink<'_>,
-    ) -> EngineResult<()> {
+    ) -> EngineResult<Option<String>> {
         let docker = self.docker.clone().with_timeout(BUILD_TIMEOUT);
         let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
         let mut lines = LineSplitter::default();
+        let mut built = None;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(info) => {
+                    // The daemon names the image it built in an `aux` message at the end.
+                    if let Some(id) = info.aux.as_ref().and_then(|a| a.id.clone()) {
+                        built = Some(id);
+                    }
                     if let Some(text) = info.stream.as_deref() {
                         lines.push(text.as_bytes(), |l| emit_nonblank(log, l));
                     }
@@ -125,7 +130,7 @@ impl DockerEngine {
             }
         }
         lines.finish(|l| emit_nonblank(log, l));
-        Ok(())
+        Ok(built)
     }
 }
 
@@ -608,7 +613,7 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn build_image(&self, req: &BuildRequest, log: LineSink<'_>) -> EngineResult<()> {
+    async fn build_image(&self, req: &BuildRequest, log: LineSink<'_>) -> EngineResult<String> {
         let (dir, dockerfile) = (req.context_dir.clone(), req.dockerfile.clone());
         // The classic builder runs one step per API label; appended to the final stage as one
         // LABEL line they cost one step. A `target` stage may not be the last one: API labels then.
@@ -635,7 +640,14 @@ impl Engine for DockerEngine {
         if let Some(target) = &req.target {
             options = options.target(target);
         }
-        self.run_build(ctx.tar, options.build(), log).await
+        match self.run_build(ctx.tar, options.build(), log).await? {
+            Some(id) => Ok(id),
+            // A daemon that does not say: the tag, read right away, is the best left.
+            None => self
+                .image_id(&req.tag)
+                .await?
+                .ok_or_else(|| EngineError::Build(format!("{} was not built", req.tag))),
+        }
     }
 
     async fn build_image_from_tar(
@@ -651,7 +663,9 @@ impl Engine for DockerEngine {
             .forcerm(true)
             .labels(&to_hash(labels))
             .build();
-        self.run_build(context_tar, options, &|_| {}).await
+        self.run_build(context_tar, options, &|_| {})
+            .await
+            .map(|_| ())
     }
 
     async fn push_image(
@@ -1020,6 +1034,35 @@ impl Engine for DockerEngine {
         // The daemon already cut at `lines`, but a tail through partial frames may add one.
         let skip = out.len().saturating_sub(lines);
         Ok(out.split_off(skip))
+    }
+
+    async fn image_id(&self, reference: &str) -> EngineResult<Option<String>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(i.id),
+            Err(e) => match self.err(e) {
+                EngineError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn network_labels(&self, name: &str) -> EngineResult<Option<BTreeMap<String, String>>> {
+        Ok(self
+            .networks_named(name)
+            .await?
+            .into_iter()
+            .next()
+            .map(|n| n.labels.unwrap_or_default().into_iter().collect()))
+    }
+
+    async fn volume_labels(&self, name: &str) -> EngineResult<Option<BTreeMap<String, String>>> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(v.labels.into_iter().collect())),
+            Err(e) => match self.err(e) {
+                EngineError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
     }
 }
 

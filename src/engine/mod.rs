@@ -189,8 +189,9 @@ pub trait Engine: Send + Sync {
     async fn ping(&self) -> EngineResult<EngineInfo>;
 
     async fn image_exists(&self, reference: &str) -> EngineResult<bool>;
-    /// Builds from a directory, streaming the build log to `log`.
-    async fn build_image(&self, req: &BuildRequest, log: LineSink<'_>) -> EngineResult<()>;
+    /// Builds from a directory, streaming the build log to `log`. Returns the built image's id,
+    /// which (unlike the tag) no later build can move.
+    async fn build_image(&self, req: &BuildRequest, log: LineSink<'_>) -> EngineResult<String>;
     /// Builds from a ready tar of a context (used for the proxy image).
     async fn build_image_from_tar(
         &self,
@@ -258,4 +259,11 @@ pub trait Engine: Send + Sync {
     ) -> EngineResult<ExecOutput>;
     /// The last `lines` lines of the container's stdout and stderr, oldest first.
     async fn logs_tail(&self, container: &str, lines: usize) -> EngineResult<Vec<String>>;
+
+    /// The id of the image `reference` names now; None when there is none.
+    async fn image_id(&self, reference: &str) -> EngineResult<Option<String>>;
+    /// Labels of the network named exactly `name`; None when there is none.
+    async fn network_labels(&self, name: &str) -> EngineResult<Option<BTreeMap<String, String>>>;
+    /// Labels of the volume `name`; None when there is none.
+    async fn volume_labels(&self, name: &str) -> EngineResult<Option<BTreeMap<String, String>>>;
 }

@@ -104,6 +104,36 @@ pub struct ReleaseRecord {
     /// Deployed with `--skip-tests`.
     #[serde(default)]
     pub tests_skipped: bool,
+    /// How its container was made, so a rollback can make it again as it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<Box<ReleaseSpec>>,
+}
+
+/// The container of a release as it was created. Secret values are never stored: a secret
+/// variable keeps only its name and is read again from the configuration when re-created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSpec {
+    pub image_id: String,
+    /// In the order given to Docker.
+    pub env: Vec<SpecEnv>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    /// Published ports as `host_ip:host_port:container_port` (app containers publish none today).
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Docker's id of the container made from this spec: only that very container is ever reused.
+    #[serde(default)]
+    pub container_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecEnv {
+    pub name: String,
+    /// None for a secret.
+    #[serde(default)]
+    pub value: Option<String>,
 }
 
 /// One request on the control socket (one JSON line).

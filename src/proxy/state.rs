@@ -171,6 +171,7 @@ mod tests {
             outcome,
             reason: None,
             tests_skipped: false,
+            spec: None,
         }
     }
 

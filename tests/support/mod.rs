@@ -241,11 +241,20 @@ impl App {
     }
 
     pub fn lock_exists(&self) -> bool {
-        docker(&["inspect", &format!("deployctl-lock-{}-test", self.name)]).is_ok()
+        docker(&["inspect", &format!("deployctl-lock-{}", self.pair())]).is_ok()
+    }
+
+    /// `<app>.test` (the app names of these tests have no `.` to double): see src/names.rs.
+    pub fn pair(&self) -> String {
+        format!("{}.test", self.name)
     }
 
     pub fn container(&self, color: &str) -> String {
-        format!("{}-test-{color}", self.name)
+        format!("{}-{color}", self.pair())
+    }
+
+    pub fn proxy(&self) -> String {
+        format!("deployctl-proxy-{}", self.pair())
     }
 }
 
@@ -275,9 +284,9 @@ impl Drop for App {
         }
         for obj in [["network", "rm"], ["volume", "rm"]] {
             let name = if obj[0] == "network" {
-                format!("deployctl-{}-test", self.name)
+                format!("deployctl-{}", self.pair())
             } else {
-                format!("deployctl-{}-test-state", self.name)
+                format!("deployctl-{}-state", self.pair())
             };
             let _ = docker(&[obj[0], obj[1], &name]);
         }
@@ -600,7 +609,7 @@ impl Watched {
         self.wait()
     }
 
-    fn wait(&mut self) -> Ended {
+    pub fn wait(&mut self) -> Ended {
         use std::os::unix::process::ExitStatusExt;
         let status = self.child.wait().expect("wait for deployctl");
         if let Some(r) = self.reader.take() {
