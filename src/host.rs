@@ -171,15 +171,9 @@ pub async fn proxy_record(
     record: &ReleaseRecord,
 ) -> anyhow::Result<()> {
     let json = serde_json::to_string(&ledger_safe(record))?;
-    proxy_exec(
-        engine,
-        names,
-        &["record"],
-        Some(json),
-        &no_lines,
-    )
-    .await
-    .map(|_| ())
+    proxy_exec(engine, names, &["record"], Some(json), &no_lines)
+        .await
+        .map(|_| ())
 }
 
 /// Longest failure reason kept in the ledger; a longer one keeps its end, where the error is.
@@ -216,14 +210,7 @@ pub async fn proxy_switch(
     req: &SwitchRequest,
 ) -> anyhow::Result<SwitchResult> {
     let json = serde_json::to_string(req)?;
-    let out = proxy_exec(
-        engine,
-        names,
-        &["switch"],
-        Some(json),
-        &no_lines,
-    )
-    .await?;
+    let out = proxy_exec(engine, names, &["switch"], Some(json), &no_lines).await?;
     serde_json::from_str(out.trim()).map_err(|e| anyhow::anyhow!("unreadable switch result: {e}"))
 }
 
