@@ -12,7 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pip_install() {
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@"
+    # `|| return`: under `pip_install a || pip_install b`, set -e is off inside the function, and
+    # a failed install must not look like success.
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@" || return
     # pyenv only sees new commands after a rehash.
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
     hash -r
