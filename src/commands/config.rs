@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::check::run_checks;
+use crate::checks::run_checks;
 use crate::cli::{ConfigArgs, Global};
 use crate::engine::Engine;
 use crate::error::ExitCode;
@@ -56,7 +56,7 @@ pub async fn check(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
     let engine = super::connect(&loaded).await.ok();
     let checks = run_checks(&loaded, engine.as_ref().map(|e| e as &dyn Engine)).await;
-    let text = crate::check::render_text(&checks);
+    let text = crate::checks::render_text(&checks);
     let ok = checks.iter().all(|c| c.ok);
     out.result(&text, json!({ "ok": ok, "checks": checks }));
     Ok(if ok {
