@@ -26,4 +26,5 @@ pub mod remove;
 pub mod report;
 pub mod run;
 pub mod status;
+pub mod util;
 pub mod version;

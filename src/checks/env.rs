@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
-use super::{CheckResult, plural, shown};
+use super::{CheckResult, plural};
 use crate::config::Loaded;
+use crate::util::clean_path;
 
 pub(super) fn required_env_check(
     loaded: &Loaded,
@@ -41,7 +42,7 @@ pub(super) fn required_env_check(
         .prerequisites
         .env_file
         .as_ref()
-        .map(|f| shown(&loaded.root.join(f)));
+        .map(|f| clean_path(&loaded.root.join(f)));
     let detail = format!(
         "{} missing or empty: {}",
         plural(missing.len(), "required variable", "required variables"),
@@ -61,7 +62,7 @@ pub(super) fn env_file_check(loaded: &Loaded) -> Option<CheckResult> {
     const NAME: &str = "env-file";
     let rel = loaded.config.prerequisites.env_file.as_ref()?;
     let path = loaded.root.join(rel);
-    let display = shown(&path);
+    let display = clean_path(&path);
     Some(match std::fs::metadata(&path) {
         Err(e) => CheckResult::error(
             NAME,

@@ -3,8 +3,9 @@
 
 use git2::{BranchType, ErrorCode, Repository, Status, StatusOptions};
 
-use super::{CheckResult, plural, shown};
+use super::{CheckResult, plural};
 use crate::config::Loaded;
+use crate::util::clean_path;
 
 /// Changed paths named in the `git-clean` detail.
 const LISTED_PATHS: usize = 5;
@@ -18,7 +19,7 @@ pub(super) fn git_checks(loaded: &Loaded) -> Vec<CheckResult> {
                 "git",
                 format!(
                     "{} is not inside a git repository ({})",
-                    shown(&loaded.root),
+                    clean_path(&loaded.root),
                     e.message()
                 ),
                 "deploy from a git checkout (new project: `git init && git add -A && git commit -m init`)",
@@ -68,7 +69,7 @@ pub(super) fn git_checks(loaded: &Loaded) -> Vec<CheckResult> {
     } else {
         None
     };
-    let workdir = repo.workdir().map(shown).unwrap_or_default();
+    let workdir = repo.workdir().map(clean_path).unwrap_or_default();
     let mut out = vec![CheckResult::pass(
         "git",
         match &branch {

@@ -16,7 +16,6 @@ mod git;
 mod tools;
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
@@ -194,18 +193,5 @@ pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
         format!("1 {one}")
     } else {
         format!("{n} {many}")
-    }
-}
-
-/// A path without `./` segments, for messages and fix commands.
-pub(super) fn shown(path: &Path) -> String {
-    let cleaned: PathBuf = path
-        .components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect();
-    if cleaned.as_os_str().is_empty() {
-        ".".to_owned()
-    } else {
-        cleaned.display().to_string()
     }
 }

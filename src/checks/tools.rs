@@ -11,6 +11,7 @@ use semver::{Version, VersionReq};
 
 use super::CheckResult;
 use crate::config::Tool;
+use crate::util::truncate_chars;
 
 /// How long a tool may take to print its version.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,7 +88,7 @@ pub async fn check_tool(
     let Some(found) = extract_version(&text) else {
         let first = text.lines().map(str::trim).find(|l| !l.is_empty());
         let shown_output = match first {
-            Some(line) => format!("it printed `{}`", truncate(line, 80)),
+            Some(line) => format!("it printed `{}`", truncate_chars(line, 81)),
             None => "it printed nothing".to_owned(),
         };
         let status = match output.status.code() {
@@ -216,13 +217,6 @@ fn parse_numeric(s: &str) -> Option<Version> {
         }
     }
     (count >= 2).then(|| Version::new(parts[0], parts[1], parts[2]))
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_owned(),
-    }
 }
 
 #[cfg(test)]

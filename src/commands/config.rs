@@ -23,12 +23,7 @@ pub fn config(g: &Global, out: &Output, args: ConfigArgs) -> anyhow::Result<Exit
     let files: Vec<String> = loaded
         .files
         .iter()
-        .map(|f| {
-            f.components()
-                .filter(|c| !matches!(c, std::path::Component::CurDir))
-                .collect::<std::path::PathBuf>()
-        })
-        .map(|f| f.display().to_string())
+        .map(|f| crate::util::clean_path(f))
         .collect();
     let header = format!(
         "# effective configuration of {} (secrets shown as ***)\n",

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{PROXY_BIN, engine_err, now_unix};
+use super::{PROXY_BIN, engine_err};
 use crate::config::Config;
 use crate::engine::{Engine, labels};
+use crate::util::now_unix;
 
 /// The proxy image: `proxy.image`, or one built FROM scratch out of this binary.
 pub async fn ensure_proxy_image(engine: &dyn Engine, config: &Config) -> anyhow::Result<String> {

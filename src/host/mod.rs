@@ -13,6 +13,8 @@ use crate::error::Error;
 use crate::names::Names;
 use crate::proxy::protocol::Target;
 
+/// Kept for the callers that import it from here; the one version is `crate::util::now_unix`.
+pub use crate::util::now_unix;
 pub use image::{ensure_proxy_image, self_image_name};
 pub use observe::observe;
 pub use proxy::{
@@ -67,11 +69,4 @@ pub fn target_for(config: &Config, container: &str, version: &str, color: &str) 
         version: version.to_string(),
         color: color.to_string(),
     }
-}
-
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

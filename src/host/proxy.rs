@@ -3,7 +3,7 @@
 //! status, releases, record (ledger-safe), switch, and health probes from inside the private
 //! network, with the health spec built from the config.
 
-use super::{PROXY_BIN, engine_err, now_unix, owned_container};
+use super::{PROXY_BIN, engine_err, owned_container};
 use crate::config::{Config, Loaded};
 use crate::engine::{ContainerSpec, Engine, PortPublish, RestartPolicy, VolumeMount, labels};
 use crate::health::{HealthOutcome, HealthSpec, ProbeResult};
@@ -11,6 +11,7 @@ use crate::names::Names;
 use crate::plan::listen_parts;
 use crate::proxy::protocol::{ProxyStatus, ReleaseRecord, SwitchRequest, SwitchResult};
 use crate::proxy::{CONTAINER_PORT, DEFAULT_STATE_DIR};
+use crate::util::now_unix;
 
 /// Runs `deployctl proxy <args>` inside the proxy container and returns its stdout. A JSON
 /// payload goes on stdin as one line, never in argv (visible in `ps` and `docker events`, and
