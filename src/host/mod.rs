@@ -26,13 +26,9 @@ pub use proxy::{
 const PROXY_BIN: &str = "/deployctl";
 
 /// Turns an engine failure into the error that decides the exit code.
+/// (The mapping itself is `From<EngineError> for Error`.)
 pub fn engine_err(err: EngineError) -> anyhow::Error {
-    match err {
-        EngineError::Unreachable { host, reason } => {
-            Error::DockerUnreachable { host, reason }.into()
-        }
-        other => anyhow::Error::new(other),
-    }
+    Error::from(err).into()
 }
 
 /// Inspects the container `name` (one of `names`' own) and refuses it when its labels say it belongs
