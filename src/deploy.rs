@@ -356,7 +356,7 @@ async fn deploy_pipeline(session: &Session<'_>, opts: &DeployOptions) -> anyhow:
     // Every prerequisite is checked and reported at once; any error stops before anything changes.
     let phase = Phase::start(reporter, "checks", "prerequisites");
     let process_env: BTreeMap<String, String> = std::env::vars().collect();
-    let checks = crate::prereq::run_prerequisites(session.loaded, Some(engine), &process_env).await;
+    let checks = crate::checks::run_prerequisites(session.loaded, Some(engine), &process_env).await;
     let failing: Vec<String> = checks
         .iter()
         .filter(|c| !c.ok)

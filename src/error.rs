@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::engine::EngineError;
+
 /// Exit codes, documented in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
@@ -84,6 +86,20 @@ pub enum Error {
     Interrupted { signal: Signal },
     #[error("{0}")]
     DeployFailed(String),
+    /// A Docker Engine failure other than an unreachable engine (see `From<EngineError>`).
+    #[error(transparent)]
+    Engine(EngineError),
+}
+
+/// The one mapping from an engine failure to the error that decides the exit code: an
+/// unreachable engine is [`Error::DockerUnreachable`] (4), any other failure a failed run (1).
+impl From<EngineError> for Error {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::Unreachable { host, reason } => Error::DockerUnreachable { host, reason },
+            other => Error::Engine(other),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,16 +129,95 @@ impl Error {
             Error::Interrupted {
                 signal: Signal::Term,
             } => ExitCode::Terminated,
-            Error::DeployFailed(_) => ExitCode::DeployFailed,
+            Error::DeployFailed(_) | Error::Engine(_) => ExitCode::DeployFailed,
         }
     }
+
+    /// The typed error in `err`'s chain, if any: the one place that looks for it.
+    pub fn find(err: &anyhow::Error) -> Option<&Error> {
+        err.chain().find_map(|e| e.downcast_ref::<Error>())
+    }
+}
+
+/// The configuration errors in `err`'s chain, whether wrapped in [`Error::Config`] or not.
+pub fn config_errors_of(err: &anyhow::Error) -> Option<&ConfigErrors> {
+    err.chain().find_map(|e| match e.downcast_ref::<Error>() {
+        Some(Error::Config(errs)) => Some(errs),
+        _ => e.downcast_ref::<ConfigErrors>(),
+    })
 }
 
 /// The exit code for any error that reaches the binary's top level: a typed `Error` anywhere in
 /// the chain decides, anything else is a failed run.
 pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<Error>())
+    Error::find(err)
         .map(Error::exit_code)
         .unwrap_or(ExitCode::DeployFailed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_errors_map_to_their_exit_codes() {
+        let unreachable: Error = EngineError::Unreachable {
+            host: "unix:///nowhere.sock".into(),
+            reason: "no such file".into(),
+        }
+        .into();
+        assert!(
+            matches!(&unreachable, Error::DockerUnreachable { host, .. } if host == "unix:///nowhere.sock"),
+            "{unreachable:?}"
+        );
+        assert_eq!(unreachable.exit_code(), ExitCode::DockerUnreachable);
+        let other: Error = EngineError::NotFound("container x".into()).into();
+        assert_eq!(other.exit_code(), ExitCode::DeployFailed);
+        // Through anyhow, as the commands return it: same text as the engine error, same code.
+        let err = anyhow::Error::from(other).context("removing x");
+        assert_eq!(format!("{err:#}"), "removing x: not found: container x");
+        assert_eq!(exit_code_of(&err), ExitCode::DeployFailed);
+    }
+
+    #[test]
+    fn the_typed_error_anywhere_in_the_chain_decides() {
+        let locked = anyhow::Error::from(Error::Locked {
+            message: "held".into(),
+        })
+        .context("acquiring the lock");
+        assert_eq!(exit_code_of(&locked), ExitCode::Locked);
+        assert!(matches!(Error::find(&locked), Some(Error::Locked { .. })));
+        let term = anyhow::Error::from(Error::Interrupted {
+            signal: Signal::Term,
+        });
+        assert_eq!(exit_code_of(&term) as i32, 143);
+        let int = anyhow::Error::from(Error::Interrupted {
+            signal: Signal::Int,
+        });
+        assert_eq!(exit_code_of(&int) as i32, 130);
+        assert_eq!(
+            exit_code_of(&anyhow::anyhow!("anything else")),
+            ExitCode::DeployFailed
+        );
+        let usage = anyhow::Error::from(Error::Usage("bad flag".into()));
+        assert_eq!(exit_code_of(&usage) as i32, 2);
+    }
+
+    #[test]
+    fn config_errors_are_found_wrapped_or_not() {
+        let errs = ConfigErrors(vec![ConfigError {
+            file: "deploy.toml".into(),
+            line: 3,
+            col: 1,
+            key: "app.port".into(),
+            message: "expected an integer".into(),
+            hint: None,
+        }]);
+        let wrapped = anyhow::Error::from(Error::Config(errs.clone()));
+        assert_eq!(config_errors_of(&wrapped), Some(&errs));
+        assert_eq!(exit_code_of(&wrapped), ExitCode::Usage);
+        let bare = anyhow::Error::from(errs.clone()).context("loading");
+        assert_eq!(config_errors_of(&bare), Some(&errs));
+        assert_eq!(config_errors_of(&anyhow::anyhow!("other")), None);
+    }
 }

@@ -3,7 +3,7 @@
 //! The library knows nothing of terminals: it reports progress through `report::Reporter` and
 //! returns typed errors; `src/commands/` and `src/output.rs` turn those into output and exit codes.
 
-pub mod check;
+pub mod checks;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -19,7 +19,6 @@ pub mod names;
 pub mod notify;
 pub mod output;
 pub mod plan;
-pub mod prereq;
 pub mod proxy;
 pub mod public_url;
 pub mod redact;
@@ -27,4 +26,5 @@ pub mod remove;
 pub mod report;
 pub mod run;
 pub mod status;
+pub mod util;
 pub mod version;

@@ -15,6 +15,7 @@ use crate::config::{Notify, NotifyEvent, NotifyKind};
 use crate::deploy::Report;
 use crate::redact::Redactor;
 use crate::report::Reporter;
+use crate::util::truncate_chars;
 
 /// Attempts per target, and the pause before each retry. Worst case per target:
 /// `MAX_ATTEMPTS * timeout + sum(BACKOFF)`; targets run concurrently, so that bounds the total.
@@ -425,15 +426,6 @@ fn one_line(text: &str) -> String {
         .join(" ")
 }
 
-fn truncate_chars(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 /// Slack treats `&`, `<` and `>` as control characters in message text.
 fn slack_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -577,8 +569,6 @@ mod tests {
     #[test]
     fn one_line_and_truncate() {
         assert_eq!(one_line(" a\n\tb \u{7}c  "), "a b c");
-        assert_eq!(truncate_chars("héllo", 5), "héllo");
-        assert_eq!(truncate_chars("héllo!", 5), "héll…");
         assert_eq!(format_ms(0), "0.0s");
         assert_eq!(format_ms(59_949), "59.9s");
         assert_eq!(format_ms(60_000), "1m00s");

@@ -11,7 +11,7 @@ use console::style;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-use crate::error::{ConfigErrors, Error, exit_code_of};
+use crate::error::{config_errors_of, exit_code_of};
 use crate::redact::Redactor;
 use crate::report::{Event, Reporter};
 
@@ -250,10 +250,7 @@ impl Output {
     pub fn error(&self, err: &anyhow::Error) -> i32 {
         self.set_spinner(None);
         let code = exit_code_of(err) as i32;
-        let config_errors = err.chain().find_map(|e| match e.downcast_ref::<Error>() {
-            Some(Error::Config(errs)) => Some(errs),
-            _ => e.downcast_ref::<ConfigErrors>(),
-        });
+        let config_errors = config_errors_of(err);
         if let Some(errs) = config_errors {
             self.gha_command(&crate::gha::config_error_annotations(errs, redact));
         } else if self.gha.is_some() {

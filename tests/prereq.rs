@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use deployctl::check::{CheckResult, Level, all_ok, render_text, run_checks_with_env};
+use deployctl::checks::run_prerequisites;
+use deployctl::checks::{CheckResult, Level, all_ok, render_text, run_checks_with_env};
 use deployctl::config::{LoadOptions, Loaded, load};
-use deployctl::prereq::run_prerequisites;
 
 const MINIMAL: &str = "[app]\nname = \"web\"\n";
 

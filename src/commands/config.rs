@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::check::run_checks;
+use crate::checks::run_checks;
 use crate::cli::{ConfigArgs, Global};
 use crate::engine::Engine;
 use crate::error::ExitCode;
@@ -23,12 +23,7 @@ pub fn config(g: &Global, out: &Output, args: ConfigArgs) -> anyhow::Result<Exit
     let files: Vec<String> = loaded
         .files
         .iter()
-        .map(|f| {
-            f.components()
-                .filter(|c| !matches!(c, std::path::Component::CurDir))
-                .collect::<std::path::PathBuf>()
-        })
-        .map(|f| f.display().to_string())
+        .map(|f| crate::util::clean_path(f))
         .collect();
     let header = format!(
         "# effective configuration of {} (secrets shown as ***)\n",
@@ -56,7 +51,7 @@ pub async fn check(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
     let engine = super::connect(&loaded).await.ok();
     let checks = run_checks(&loaded, engine.as_ref().map(|e| e as &dyn Engine)).await;
-    let text = crate::check::render_text(&checks);
+    let text = crate::checks::render_text(&checks);
     let ok = checks.iter().all(|c| c.ok);
     out.result(&text, json!({ "ok": ok, "checks": checks }));
     Ok(if ok {

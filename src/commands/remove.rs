@@ -50,7 +50,7 @@ pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Resul
         )
         .await;
         if let Err(e) = acquired {
-            if matches!(e.downcast_ref::<Error>(), Some(Error::Locked { .. })) {
+            if matches!(Error::find(&e), Some(Error::Locked { .. })) {
                 return Err(Error::Locked {
                     message: format!(
                         "{e:#}\n  nothing was removed; `deployctl remove --yes --force` removes it anyway (a deploy in progress then fails)"

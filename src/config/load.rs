@@ -11,7 +11,7 @@
 //! 5. only then deserialize into [`Config`].
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::interpolate::interpolate_tree;
@@ -20,6 +20,7 @@ use super::tree::{self, Errors, Loc, Node, Source, Value};
 use super::validate;
 use crate::error::{ConfigError, ConfigErrors, Error};
 use crate::redact::{MASK, Redactor};
+use crate::util::{display_path, valid_environment_name};
 
 /// What to load.
 #[derive(Debug, Clone)]
@@ -81,7 +82,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         }
     })?;
     let env = opts.env.as_str();
-    if !valid_env_name(env) {
+    if !valid_environment_name(env) {
         return Err(Error::Usage(format!(
             "invalid environment name `{env}`\n  hint: environment names are letters, digits, `-`, `_` and `.`, such as `production`"
         )));
@@ -241,7 +242,7 @@ pub fn list_environments(root: &Path) -> Vec<String> {
             }
             path.file_stem()?.to_str().map(str::to_owned)
         })
-        .filter(|name| valid_env_name(name))
+        .filter(|name| valid_environment_name(name))
         .collect();
     names.sort();
     names
@@ -318,36 +319,6 @@ fn redact_strings(v: &mut serde_json::Value, redactor: &Redactor) {
         serde_json::Value::Array(a) => a.iter_mut().for_each(|v| redact_strings(v, redactor)),
         serde_json::Value::Object(o) => o.values_mut().for_each(|v| redact_strings(v, redactor)),
         _ => {}
-    }
-}
-
-/// Environment names become file names: no separators, no leading dot.
-fn valid_env_name(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('.')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-/// A path as the user would write it: relative to the current directory when possible,
-/// without `./` segments.
-fn display_path(path: &Path) -> String {
-    let relative = if path.is_absolute() {
-        std::env::current_dir()
-            .ok()
-            .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
-            .unwrap_or_else(|| path.to_path_buf())
-    } else {
-        path.to_path_buf()
-    };
-    let cleaned: PathBuf = relative
-        .components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .collect();
-    if cleaned.as_os_str().is_empty() {
-        ".".to_owned()
-    } else {
-        cleaned.display().to_string()
     }
 }
 
@@ -579,27 +550,6 @@ fn finish_errors(sources: &[Source], list: Vec<ConfigError>, redactor: &Redactor
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn display_paths_are_clean() {
-        assert_eq!(
-            display_path(Path::new("./environments/p.toml")),
-            "environments/p.toml"
-        );
-        assert_eq!(display_path(Path::new("deploy.toml")), "deploy.toml");
-        let cwd = std::env::current_dir().unwrap();
-        assert_eq!(display_path(&cwd.join("a/b.toml")), "a/b.toml");
-    }
-
-    #[test]
-    fn env_names() {
-        assert!(valid_env_name("production"));
-        assert!(valid_env_name("eu-west.1"));
-        assert!(!valid_env_name(""));
-        assert!(!valid_env_name("../x"));
-        assert!(!valid_env_name(".hidden"));
-        assert!(!valid_env_name("a/b"));
-    }
 
     #[test]
     fn schema_has_definitions() {

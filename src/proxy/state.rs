@@ -5,7 +5,6 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -25,13 +24,6 @@ pub struct PersistedState {
     pub live: Option<Target>,
     /// Unix seconds of the switch that made `live` live.
     pub switched_at: Option<u64>,
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Writes `bytes` to `path` atomically: temp file in the same dir, fsync, rename, fsync dir.
@@ -113,7 +105,8 @@ pub fn load_ledger(state_dir: &Path) -> Vec<ReleaseRecord> {
     match serde_json::from_slice(&bytes) {
         Ok(records) => records,
         Err(e) => {
-            let aside: PathBuf = state_dir.join(format!("{LEDGER_FILE}.corrupt-{}", unix_now()));
+            let aside: PathBuf =
+                state_dir.join(format!("{LEDGER_FILE}.corrupt-{}", crate::util::now_unix()));
             let moved = fs::rename(&path, &aside);
             tracing::warn!(
                 path = %path.display(),

@@ -14,7 +14,8 @@ use tokio::sync::Mutex;
 
 use super::protocol::{SwitchRequest, SwitchResult, Target};
 use super::route::{Route, Router, parse_addr};
-use super::state::{PersistedState, save_state, unix_now};
+use super::state::{PersistedState, save_state};
+use crate::util::now_unix;
 
 /// The one pre-switch probe must answer within this.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,7 +61,7 @@ pub async fn switch(
 
     // Persist first: if the state cannot be written nothing has changed, and a crash right
     // after the write restores a target that just passed its health check.
-    let switched_at = unix_now();
+    let switched_at = now_unix();
     let route = Route::new(target.clone())?;
     let state = PersistedState {
         live: Some(target.clone()),

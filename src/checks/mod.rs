@@ -1,4 +1,19 @@
-//! `deployctl check`: every check that can run before anything changes, all reported at once.
+//! Every check that can run before anything changes, all reported at once: the result types
+//! (`CheckResult`, `Level`), the runner used by `deploy` and `check` (`run_prerequisites`,
+//! `run_checks`), and the human table. The checks themselves live in the submodules: git state
+//! (`git`), tools (`tools`), required variables and the env file (`env`), the engine (`docker`)
+//! and free disk (`disk`).
+//!
+//! Entries, in order (an entry appears only when its check is configured, except `git` and
+//! `docker`): `git`, `git-clean`, `git-branch`, `git-pushed`, `tool:<name>` per tool, `env`,
+//! `env-file`, `docker`, `disk`. When no repository (or no commit) is found, only the `git`
+//! entry is reported for git.
+
+mod disk;
+mod docker;
+mod env;
+mod git;
+mod tools;
 
 use std::collections::BTreeMap;
 
@@ -6,7 +21,8 @@ use serde::Serialize;
 
 use crate::config::Loaded;
 use crate::engine::Engine;
-use crate::prereq::run_prerequisites;
+
+pub use tools::{TOOL_TIMEOUT, check_tool, extract_version};
 
 /// How much a check result matters: only `Error` blocks a deploy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,4 +133,65 @@ pub async fn run_checks_with_env(
     let mut checks = vec![CheckResult::pass("config", files)];
     checks.extend(run_prerequisites(loaded, engine, process_env).await);
     checks
+}
+
+/// Runs every prerequisite check of `loaded`'s configuration.
+///
+/// `process_env` is the environment the checks see: `PATH` for finding tools (which also run
+/// with exactly this environment), `DOCKER_HOST` for deciding whether the engine is local, and
+/// the variables of `prerequisites.required_env`. Without an engine the `docker` entry fails.
+pub async fn run_prerequisites(
+    loaded: &Loaded,
+    engine: Option<&dyn Engine>,
+    process_env: &BTreeMap<String, String>,
+) -> Vec<CheckResult> {
+    let prereq = &loaded.config.prerequisites;
+    // Tools and the Docker ping wait on other processes: run them side by side.
+    let tools = futures_util::future::join_all(
+        prereq
+            .tools
+            .iter()
+            .map(|t| check_tool(t, &loaded.root, process_env, TOOL_TIMEOUT)),
+    );
+    let ping = async {
+        match engine {
+            Some(e) => Some(e.ping().await),
+            None => None,
+        }
+    };
+    let (tools, ping, git) = tokio::join!(tools, ping, async { git::git_checks(loaded) });
+
+    let mut out = git;
+    out.extend(tools);
+    out.extend(env::required_env_check(loaded, process_env));
+    out.extend(env::env_file_check(loaded));
+    out.push(docker::docker_check(ping.as_ref()));
+    if let Some(min) = prereq.min_free_disk {
+        let host = match &ping {
+            Some(Ok(info)) => info.host.clone(),
+            _ => docker::configured_docker_host(loaded, process_env),
+        };
+        out.push(disk::disk_check(min, &host));
+    }
+    // Tool output, engine errors and file names could echo a secret of the env file. The `env`
+    // entry is built from variable names only, never values, and a secret value that happens to
+    // be part of a name would mangle it: it is left as is.
+    for c in out.iter_mut().filter(|c| c.name != "env") {
+        c.detail = loaded.redactor.redact(&c.detail).into_owned();
+        if let Some(fix) = &mut c.fix {
+            *fix = loaded.redactor.redact(fix).into_owned();
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// helpers shared by the checks
+
+pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }

@@ -1,116 +1,17 @@
-//! What deployctl does on the Docker host: read its state, run the proxy and talk to it through
-//! `docker exec` (there is no admin port), and build the proxy image from this very binary.
+//! The proxy on the host: its container (created or started, then awaited on its control socket)
+//! and its client, `deployctl proxy <command>` run with `docker exec` and a JSON request on stdin:
+//! status, releases, record (ledger-safe), switch, and health probes from inside the private
+//! network, with the health spec built from the config.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
+use super::{PROXY_BIN, engine_err, owned_container};
 use crate::config::{Config, Loaded};
-use crate::engine::{
-    ContainerSpec, Engine, EngineError, PortPublish, RestartPolicy, VolumeMount, labels,
-};
-use crate::error::Error;
+use crate::engine::{ContainerSpec, Engine, PortPublish, RestartPolicy, VolumeMount, labels};
 use crate::health::{HealthOutcome, HealthSpec, ProbeResult};
 use crate::names::Names;
-use crate::plan::{AppContainer, Observed, ProxyObserved, listen_parts};
-use crate::proxy::protocol::{ProxyStatus, ReleaseRecord, SwitchRequest, SwitchResult, Target};
+use crate::plan::listen_parts;
+use crate::proxy::protocol::{ProxyStatus, ReleaseRecord, SwitchRequest, SwitchResult};
 use crate::proxy::{CONTAINER_PORT, DEFAULT_STATE_DIR};
-
-/// Path of the deployctl binary inside the proxy image.
-const PROXY_BIN: &str = "/deployctl";
-
-/// Turns an engine failure into the error that decides the exit code.
-pub fn engine_err(err: EngineError) -> anyhow::Error {
-    match err {
-        EngineError::Unreachable { host, reason } => {
-            Error::DockerUnreachable { host, reason }.into()
-        }
-        other => anyhow::Error::new(other),
-    }
-}
-
-/// Inspects the container `name` (one of `names`' own) and refuses it when its labels say it belongs
-/// to another app or environment. None when it does not exist.
-pub async fn owned_container(
-    engine: &dyn Engine,
-    names: &Names,
-    name: &str,
-) -> anyhow::Result<Option<crate::engine::ContainerInfo>> {
-    let info = engine.inspect_container(name).await.map_err(engine_err)?;
-    if let Some(info) = &info {
-        crate::names::check_owner(names, "container", name, &info.labels)?;
-    }
-    Ok(info)
-}
-
-/// Creates the private network unless it exists, refusing one that is not ours.
-pub async fn ensure_network(engine: &dyn Engine, names: &Names) -> anyhow::Result<()> {
-    let network = names.network();
-    if let Some(l) = engine.network_labels(&network).await.map_err(engine_err)? {
-        crate::names::check_owner(names, "network", &network, &l)?;
-    }
-    engine
-        .ensure_network(&network, &names.labels("network"))
-        .await
-        .map_err(engine_err)
-}
-
-/// Reads everything a plan needs. Errors only when the engine cannot be reached at all.
-pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Observed> {
-    let mut observed = Observed::default();
-    let scope = [
-        (labels::APP, names.app.as_str()),
-        (labels::ENV, names.env.as_str()),
-    ];
-    if let Some(proxy) = owned_container(engine, names, &names.proxy()).await? {
-        observed.proxy = Some(ProxyObserved {
-            container: proxy.name.clone(),
-            image: proxy.image.clone(),
-            running: proxy.state.running,
-        });
-        if proxy.state.running {
-            let status = proxy_status(engine, names).await?;
-            observed.live = status.live;
-            observed.releases = proxy_releases(engine, names).await?;
-        }
-    }
-    let app_scope = [scope[0], scope[1], (labels::ROLE, "app")];
-    for c in engine
-        .list_containers(&app_scope)
-        .await
-        .map_err(engine_err)?
-    {
-        observed.containers.push(AppContainer {
-            id: c.id.clone(),
-            color: c.labels.get(labels::COLOR).cloned().unwrap_or_default(),
-            version: c.labels.get(labels::VERSION).cloned().unwrap_or_default(),
-            running: c.state.running,
-            name: c.name,
-        });
-    }
-    let image_scope = [
-        (labels::APP, names.app.as_str()),
-        (labels::ENV, names.env.as_str()),
-    ];
-    // By labels, not by tag: `<app>:<version>` is shared by environments and moves with each
-    // build of that version, while this environment's image keeps its labels and id.
-    let mut images = engine.list_images(&image_scope).await.map_err(engine_err)?;
-    images.sort_by_key(|i| i.created);
-    for image in images {
-        if let Some(v) = image.labels.get(labels::VERSION) {
-            observed.images.insert(v.clone());
-            observed.image_ids.insert(v.clone(), image.id.clone());
-        }
-    }
-    tracing::debug!(
-        proxy = ?observed.proxy.as_ref().map(|p| p.running),
-        live = ?observed.live.as_ref().map(|t| &t.version),
-        containers = observed.containers.len(),
-        releases = observed.releases.len(),
-        images = observed.images.len(),
-        "observed the Docker host"
-    );
-    Ok(observed)
-}
+use crate::util::now_unix;
 
 /// Runs `deployctl proxy <args>` inside the proxy container and returns its stdout. A JSON
 /// payload goes on stdin as one line, never in argv (visible in `ps` and `docker events`, and
@@ -266,115 +167,6 @@ pub fn health_spec(config: &Config, host: &str) -> HealthSpec {
     }
 }
 
-/// The proxy image: `proxy.image`, or one built FROM scratch out of this binary.
-pub async fn ensure_proxy_image(engine: &dyn Engine, config: &Config) -> anyhow::Result<String> {
-    if let Some(image) = &config.proxy.image {
-        return Ok(image.clone());
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| anyhow::anyhow!("cannot find the deployctl binary: {e}"))?;
-    let tag = self_image_tag(&exe)?;
-    if engine.image_exists(&tag).await.map_err(engine_err)? {
-        return Ok(tag);
-    }
-    let binary =
-        std::fs::read(&exe).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", exe.display()))?;
-    if !is_static_elf(&binary) {
-        anyhow::bail!(
-            "{} is dynamically linked, so it cannot run in a FROM scratch proxy image\n  hint: build deployctl with the repository's .cargo/config.toml (static), or set proxy.image",
-            exe.display()
-        );
-    }
-    let tar = proxy_context_tar(&binary)?;
-    let labels = BTreeMap::from([(labels::ROLE.to_string(), "proxy".to_string())]);
-    engine
-        .build_image_from_tar(tar, &tag, &labels)
-        .await
-        .map_err(engine_err)?;
-    prune_proxy_images(engine, &tag).await;
-    Ok(tag)
-}
-
-/// How old another binary's proxy image must be before it is pruned: a younger one may belong to a
-/// run of another deployctl build that has just built it and is about to create its container.
-const PROXY_IMAGE_GRACE_SECS: i64 = 15 * 60;
-
-/// Removes the proxy images of earlier deployctl binaries once unused. By tag, never by id: an
-/// untagged image may be another run's build that is about to be tagged; and only once older than
-/// `PROXY_IMAGE_GRACE_SECS`, for the same reason. Docker refuses to remove an image a container
-/// still uses, so every running proxy keeps its own; those failures are expected and ignored.
-async fn prune_proxy_images(engine: &dyn Engine, keep: &str) {
-    let Ok(images) = engine.list_images(&[(labels::ROLE, "proxy")]).await else {
-        return;
-    };
-    let cutoff = now_unix() as i64 - PROXY_IMAGE_GRACE_SECS;
-    let old_tags = images
-        .iter()
-        .filter(|i| i.created < cutoff)
-        .flat_map(|i| i.tags.iter())
-        .filter(|t| t.starts_with("deployctl-proxy:") && t.as_str() != keep);
-    for tag in old_tags {
-        if engine.remove_image(tag).await.is_ok() {
-            tracing::debug!(image = %tag, "removed an unused proxy image");
-        }
-    }
-}
-
-/// The proxy image this binary would build (without building it).
-pub fn self_image_name() -> anyhow::Result<String> {
-    self_image_tag(&std::env::current_exe()?)
-}
-
-/// Tag of the proxy image for this binary: its version plus a fingerprint of size and mtime,
-/// so a rebuilt binary gets a new image without hashing the whole file on every run.
-fn self_image_tag(exe: &Path) -> anyhow::Result<String> {
-    use std::hash::{Hash, Hasher};
-    let meta = std::fs::metadata(exe)?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    meta.len().hash(&mut h);
-    meta.modified().ok().hash(&mut h);
-    Ok(format!(
-        "deployctl-proxy:{}-{:012x}",
-        env!("CARGO_PKG_VERSION"),
-        h.finish() & 0xffff_ffff_ffff
-    ))
-}
-
-/// An ELF without a PT_INTERP program header needs no dynamic loader.
-fn is_static_elf(bin: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    if bin.len() < 64 || &bin[..4] != b"\x7fELF" || bin[4] != 2 {
-        return false;
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([bin[o], bin[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(bin[0x20..0x28].try_into().unwrap_or([0; 8])) as usize;
-    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
-    (0..phnum).all(|i| {
-        let at = phoff + i * phentsize;
-        bin.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) != PT_INTERP)
-            .unwrap_or(false)
-    })
-}
-
-fn proxy_context_tar(binary: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let dockerfile = format!(
-        "FROM scratch\nCOPY deployctl {PROXY_BIN}\nENTRYPOINT [\"{PROXY_BIN}\"]\nCMD [\"proxy\", \"run\"]\n"
-    );
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, data, mode) in [
-        ("Dockerfile", dockerfile.as_bytes(), 0o644),
-        ("deployctl", binary, 0o755),
-    ] {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(mode);
-        header.set_cksum();
-        builder.append_data(&mut header, name, data)?;
-    }
-    Ok(builder.into_inner()?)
-}
-
 /// Creates or starts the proxy as needed and waits until it answers on its control socket.
 pub async fn ensure_proxy(
     engine: &dyn Engine,
@@ -464,23 +256,6 @@ pub async fn ensure_proxy(
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
-}
-
-/// How the proxy reaches an app container: its name, resolved by Docker's DNS on the private network.
-pub fn target_for(config: &Config, container: &str, version: &str, color: &str) -> Target {
-    Target {
-        addr: format!("{container}:{}", config.app.port),
-        container: container.to_string(),
-        version: version.to_string(),
-        color: color.to_string(),
-    }
-}
-
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,0 +1,66 @@
+//! Reads the state of the Docker host that a plan starts from: the proxy, the live target and the
+//! release ledger, the app containers and the images of this app and environment.
+
+use super::proxy::{proxy_releases, proxy_status};
+use super::{engine_err, owned_container};
+use crate::engine::{Engine, labels};
+use crate::names::Names;
+use crate::plan::{AppContainer, Observed, ProxyObserved};
+
+/// Reads everything a plan needs. Errors only when the engine cannot be reached at all.
+pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Observed> {
+    let mut observed = Observed::default();
+    let scope = [
+        (labels::APP, names.app.as_str()),
+        (labels::ENV, names.env.as_str()),
+    ];
+    if let Some(proxy) = owned_container(engine, names, &names.proxy()).await? {
+        observed.proxy = Some(ProxyObserved {
+            container: proxy.name.clone(),
+            image: proxy.image.clone(),
+            running: proxy.state.running,
+        });
+        if proxy.state.running {
+            let status = proxy_status(engine, names).await?;
+            observed.live = status.live;
+            observed.releases = proxy_releases(engine, names).await?;
+        }
+    }
+    let app_scope = [scope[0], scope[1], (labels::ROLE, "app")];
+    for c in engine
+        .list_containers(&app_scope)
+        .await
+        .map_err(engine_err)?
+    {
+        observed.containers.push(AppContainer {
+            id: c.id.clone(),
+            color: c.labels.get(labels::COLOR).cloned().unwrap_or_default(),
+            version: c.labels.get(labels::VERSION).cloned().unwrap_or_default(),
+            running: c.state.running,
+            name: c.name,
+        });
+    }
+    let image_scope = [
+        (labels::APP, names.app.as_str()),
+        (labels::ENV, names.env.as_str()),
+    ];
+    // By labels, not by tag: `<app>:<version>` is shared by environments and moves with each
+    // build of that version, while this environment's image keeps its labels and id.
+    let mut images = engine.list_images(&image_scope).await.map_err(engine_err)?;
+    images.sort_by_key(|i| i.created);
+    for image in images {
+        if let Some(v) = image.labels.get(labels::VERSION) {
+            observed.images.insert(v.clone());
+            observed.image_ids.insert(v.clone(), image.id.clone());
+        }
+    }
+    tracing::debug!(
+        proxy = ?observed.proxy.as_ref().map(|p| p.running),
+        live = ?observed.live.as_ref().map(|t| &t.version),
+        containers = observed.containers.len(),
+        releases = observed.releases.len(),
+        images = observed.images.len(),
+        "observed the Docker host"
+    );
+    Ok(observed)
+}
