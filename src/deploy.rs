@@ -1323,9 +1323,7 @@ async fn switch_to(session: &Session<'_>, target: &Target) -> anyhow::Result<f64
     let config = &session.loaded.config;
     let req = SwitchRequest {
         target: target.clone(),
-        health_path: config.health.path.clone(),
-        health_host: config.health.host.clone(),
-        expect_status: config.health.expect_status.clone(),
+        health: host::health_spec(config, &target.container),
         drain_timeout_ms: config.deploy.drain_timeout.get().as_millis() as u64,
     };
     let result = host::proxy_switch(session.engine, &session.names, &req).await?;

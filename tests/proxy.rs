@@ -216,10 +216,21 @@ impl Drop for Proxy {
 
 fn switch_req(target: Target, drain_timeout_ms: u64) -> SwitchRequest {
     SwitchRequest {
+        health: deployctl::health::HealthSpec {
+            url: format!("http://{}/health", target.addr),
+            host_header: None,
+            headers: Default::default(),
+            interval_ms: 100,
+            timeout_ms: 5_000,
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+            start_period_ms: 0,
+            deadline_ms: 5_000,
+            expect_status: vec![200],
+            expect_body: None,
+            expect_json: None,
+        },
         target,
-        health_path: "/health".into(),
-        health_host: None,
-        expect_status: vec![200],
         drain_timeout_ms,
     }
 }
@@ -560,7 +571,7 @@ async fn unhealthy_or_unreachable_target_is_refused_and_live_stays() {
     let err = proxy::client_switch(dir.path(), switch_req(gone, 1000))
         .await
         .expect_err("unreachable target refused");
-    assert!(format!("{err:#}").contains("cannot connect"), "{err:#}");
+    assert!(format!("{err:#}").contains("connection refused"), "{err:#}");
 
     let mut bad = v1.target();
     bad.addr = "no-port".into();

@@ -56,12 +56,11 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
                     let _ = stdout.flush();
                 }
             };
-            let outcome = match watch_ms {
-                Some(ms) => {
-                    health::watch(&spec, std::time::Duration::from_millis(ms), &mut on_probe).await
-                }
-                None => health::wait_healthy(&spec, &mut on_probe).await,
+            let ending = match watch_ms {
+                Some(ms) => health::Ending::watch(&spec, std::time::Duration::from_millis(ms)),
+                None => health::Ending::until(&spec),
             };
+            let outcome = health::run(&spec, &ending, &mut on_probe).await;
             print_json(&outcome)?;
         }
     }

@@ -169,7 +169,7 @@ fn unexpected(resp: ControlResponse) -> anyhow::Error {
 /// Asks the running proxy to switch; returns once the old target is drained (or timed out).
 pub async fn client_switch(state_dir: &Path, req: SwitchRequest) -> anyhow::Result<SwitchResult> {
     let timeout = Duration::from_millis(req.drain_timeout_ms)
-        .saturating_add(switch::HEALTH_TIMEOUT)
+        .saturating_add(switch::probe_limit(&req))
         .saturating_add(SWITCH_SLACK);
     match call(state_dir, &ControlRequest::Switch(req), timeout).await? {
         ControlResponse::Switched(result) => Ok(result),

@@ -55,14 +55,10 @@ pub struct SwitchResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchRequest {
     pub target: Target,
-    /// Path probed once on the new target before any traffic moves, e.g. `/api/health`.
-    pub health_path: String,
-    /// `Host` header for the probe; the target's `addr` when absent.
-    #[serde(default)]
-    pub health_host: Option<String>,
-    /// Statuses that count as healthy; empty means any 2xx.
-    #[serde(default)]
-    pub expect_status: Vec<u16>,
+    /// Checked once on the new target before any traffic moves, with every rule of the deploy
+    /// gate's spec (port, path, Host, headers, timeout, status, body, JSON); its URL is on the
+    /// target's host.
+    pub health: crate::health::HealthSpec,
     /// How long to wait for requests still in flight to the previous target.
     pub drain_timeout_ms: u64,
 }

@@ -1,24 +1,18 @@
-//! The switch: health-check the new target, persist, swap the live pointer, drain the old one.
+//! The switch: health-check the new target with the configured spec, persist, swap the live
+//! pointer, drain the old one.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use http_body_util::Empty;
-use hyper::body::Bytes;
-use hyper::header::{HOST, HeaderValue, USER_AGENT};
-use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::Uri;
 use tokio::sync::Mutex;
 
 use super::protocol::{SwitchRequest, SwitchResult, Target};
 use super::route::{Route, Router, parse_addr};
 use super::state::{PersistedState, save_state};
+use crate::health::{self, HealthSpec};
 use crate::util::now_unix;
-
-/// The one pre-switch probe must answer within this.
-pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs one switch. `serial` is held from the probe to the swap, so each switch sees the live
 /// pointer the previous one left; it is released before the drain so a switch back (rollback)
@@ -33,13 +27,8 @@ pub async fn switch(
     let one_at_a_time = serial.lock().await;
     let target = req.target;
     parse_addr(&target.addr)?;
-    probe(
-        &target,
-        &req.health_path,
-        req.health_host.as_deref(),
-        &req.expect_status,
-    )
-    .await
+    probe(&target, &req.health)
+        .await
     .with_context(|| {
         format!(
             "refusing to switch to {} ({} at {}): the health check failed; traffic stays where it was",
@@ -113,75 +102,37 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// One HTTP GET of `path` on the target; Ok when the status is expected.
-pub async fn probe(
-    target: &Target,
-    path: &str,
-    host: Option<&str>,
-    expect: &[u16],
-) -> anyhow::Result<()> {
-    if !path.starts_with('/') {
-        bail!("health path {path:?} must start with '/'");
-    }
-    let host = HeaderValue::from_str(host.unwrap_or(&target.addr))
-        .with_context(|| format!("invalid health check host {host:?}"))?;
-    let request = Request::get(path)
-        .header(HOST, host)
-        .header(USER_AGENT, "deployctl-proxy")
-        .body(Empty::<Bytes>::new())
-        .with_context(|| format!("invalid health path {path:?}"))?;
-
-    let exchange = async {
-        let stream = TcpStream::connect(&target.addr)
-            .await
-            .with_context(|| format!("cannot connect to {}", target.addr))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake failed")?;
-        let conn = tokio::spawn(conn);
-        let answer = sender.send_request(request).await;
-        conn.abort();
-        let resp = answer.with_context(|| format!("GET {path} got no answer"))?;
-        anyhow::Ok(resp.status())
-    };
-    let status = tokio::time::timeout(HEALTH_TIMEOUT, exchange)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "GET {path} did not answer within {}s",
-                HEALTH_TIMEOUT.as_secs()
-            )
-        })??;
-    if status_expected(status, expect) {
-        Ok(())
-    } else {
-        let wanted = if expect.is_empty() {
-            "2xx".to_string()
-        } else {
-            format!("{expect:?}")
-        };
-        bail!("GET {path} answered {status}, expected {wanted}")
-    }
+/// The longest [`switch`] spends on its health check: one probe, bounded by the spec's timeout.
+pub fn probe_limit(req: &SwitchRequest) -> Duration {
+    Duration::from_millis(req.health.timeout_ms).min(crate::config::Duration::MAX)
 }
 
-fn status_expected(status: StatusCode, expect: &[u16]) -> bool {
-    if expect.is_empty() {
-        status.is_success()
-    } else {
-        expect.contains(&status.as_u16())
+/// One probe of `target` with the full `spec` (port, path, Host, headers, timeout, status, body
+/// and JSON expectations): the same check as the deploy gate's, once. The spec's URL must name
+/// the target's host, so the check is always of the target that traffic moves to.
+pub async fn probe(target: &Target, spec: &HealthSpec) -> anyhow::Result<()> {
+    let addr = parse_addr(&target.addr)?;
+    let url: Uri = spec
+        .url
+        .parse()
+        .with_context(|| format!("invalid health check URL {:?}", spec.url))?;
+    if !url
+        .host()
+        .is_some_and(|h| h.eq_ignore_ascii_case(addr.host()))
+    {
+        bail!(
+            "the health check URL {:?} is not on the target {}",
+            spec.url,
+            target.addr
+        );
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_expectation_means_2xx() {
-        assert!(status_expected(StatusCode::OK, &[]));
-        assert!(status_expected(StatusCode::NO_CONTENT, &[]));
-        assert!(!status_expected(StatusCode::FOUND, &[]));
-        assert!(status_expected(StatusCode::FOUND, &[200, 302]));
-        assert!(!status_expected(StatusCode::OK, &[204]));
+    let p = health::probe_once(spec, &health::Client::new()).await;
+    if p.ok {
+        return Ok(());
     }
+    bail!(
+        "GET {}: {}",
+        spec.url,
+        p.error.as_deref().unwrap_or("unknown error")
+    )
 }
