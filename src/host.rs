@@ -11,7 +11,7 @@ use crate::engine::{
 use crate::error::Error;
 use crate::health::{HealthOutcome, HealthSpec, ProbeResult};
 use crate::names::Names;
-use crate::plan::{AppContainer, Observed, ProxyObserved, listen_parts};
+use crate::plan::{AppContainer, Observed, ProxyObserved};
 use crate::proxy::protocol::{ProxyStatus, ReleaseRecord, SwitchRequest, SwitchResult, Target};
 use crate::proxy::{CONTAINER_PORT, DEFAULT_STATE_DIR};
 
@@ -403,7 +403,7 @@ pub async fn ensure_proxy(
             .await
             .map_err(engine_err)?,
         None => {
-            let (host_ip, host_port) = listen_parts(&config.proxy.listen);
+            let (host_ip, host_port) = (config.proxy.listen.host_ip(), config.proxy.listen.port());
             let spec = ContainerSpec {
                 name: names.proxy(),
                 image: image.to_string(),

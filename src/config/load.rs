@@ -7,17 +7,18 @@
 //! 2. deep-merge the overlay into the base (tables key by key; scalars, arrays and arrays of
 //!    tables replace);
 //! 3. read the env file named by `prerequisites.env_file` and expand `${...}` in every string;
-//! 4. check the tree against the JSON Schema of [`Config`], then the value rules;
-//! 5. only then deserialize into [`Config`].
+//! 4. deserialize the tree into [`Config`] with the located deserializer of [`super::de`]: the
+//!    types (and the value rules they name, [`super::rules`]) decide what is valid, and every
+//!    error is reported at its place;
+//! 5. check the rules that involve several fields on the typed [`Config`] ([`super::validate`]).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
-use std::sync::OnceLock;
 
 use super::interpolate::interpolate_tree;
 use super::schema::Config;
 use super::tree::{self, Errors, Loc, Node, Source, Value};
-use super::validate;
+use super::{de, validate};
 use crate::error::{ConfigError, ConfigErrors, Error};
 use crate::redact::{MASK, Redactor};
 
@@ -81,7 +82,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         }
     })?;
     let env = opts.env.as_str();
-    if !valid_env_name(env) {
+    if !valid_environment_name(env) {
         return Err(Error::Usage(format!(
             "invalid environment name `{env}`\n  hint: environment names are letters, digits, `-`, `_` and `.`, such as `production`"
         )));
@@ -184,8 +185,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         env_file.display.as_deref(),
         &mut errors,
     );
-    validate::check_schema(&mut root_node, schema_value(), &mut errors);
-    validate::check_values(&root_node, &mut errors, &mut warnings);
+    let config = de::collect::<Config>(&mut root_node, &mut errors);
+    if let Some(config) = &config {
+        validate::check(config, &root_node, &mut errors, &mut warnings);
+    }
 
     let mut redactor = Redactor::new();
     for value in env_file.vars.values() {
@@ -194,7 +197,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     for secret in tree_secrets(&root_node) {
         redactor.add(&secret);
     }
-    validate::check_build_args_hold_no_secret(&root_node, &redactor, &mut errors);
+    if let Some(config) = &config {
+        validate::check_build_args_hold_no_secret(config, &root_node, &redactor, &mut errors);
+    }
     let warnings = warnings
         .iter()
         .map(|w| redactor.redact(w).into_owned())
@@ -204,17 +209,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         let list = std::mem::take(&mut errors.list);
         return Err(finish_errors(&sources, list, &redactor));
     }
-    let config: Config = serde_json::from_value(root_node.to_json()).map_err(|e| {
-        // The checks above mirror the schema, so this is a gap in them; still a located error.
+    let Some(config) = config else {
+        // Unreachable: a config that does not deserialize has an error pushed above.
         let err = tree::make_error(
             &sources,
             Loc::file_level(0),
             "",
-            format!("invalid configuration: {e}"),
+            "invalid configuration".to_owned(),
             None,
         );
-        finish_errors(&sources, vec![err], &redactor)
-    })?;
+        return Err(finish_errors(&sources, vec![err], &redactor));
+    };
     Ok(Loaded {
         config,
         env: env.to_owned(),
@@ -241,7 +246,7 @@ pub fn list_environments(root: &Path) -> Vec<String> {
             }
             path.file_stem()?.to_str().map(str::to_owned)
         })
-        .filter(|name| valid_env_name(name))
+        .filter(|name| valid_environment_name(name))
         .collect();
     names.sort();
     names
@@ -298,14 +303,7 @@ impl Loaded {
 
 /// The JSON Schema of [`Config`], for editors and `deployctl config --schema`.
 pub fn json_schema() -> serde_json::Value {
-    schema_value().clone()
-}
-
-fn schema_value() -> &'static serde_json::Value {
-    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        serde_json::to_value(schemars::schema_for!(Config)).unwrap_or(serde_json::Value::Null)
-    })
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or(serde_json::Value::Null)
 }
 
 fn redact_strings(v: &mut serde_json::Value, redactor: &Redactor) {
@@ -322,7 +320,7 @@ fn redact_strings(v: &mut serde_json::Value, redactor: &Redactor) {
 }
 
 /// Environment names become file names: no separators, no leading dot.
-fn valid_env_name(s: &str) -> bool {
+fn valid_environment_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('.')
         && s.chars()
@@ -401,7 +399,7 @@ fn read_env_file(
     );
     out.errors = errors.list;
     let Value::String(rel) = &node.value else {
-        // Wrong type: the schema check reports it.
+        // Wrong type: deserializing the config reports it.
         out.failed = true;
         return out;
     };
@@ -593,12 +591,12 @@ mod tests {
 
     #[test]
     fn env_names() {
-        assert!(valid_env_name("production"));
-        assert!(valid_env_name("eu-west.1"));
-        assert!(!valid_env_name(""));
-        assert!(!valid_env_name("../x"));
-        assert!(!valid_env_name(".hidden"));
-        assert!(!valid_env_name("a/b"));
+        assert!(valid_environment_name("production"));
+        assert!(valid_environment_name("eu-west.1"));
+        assert!(!valid_environment_name(""));
+        assert!(!valid_environment_name("../x"));
+        assert!(!valid_environment_name(".hidden"));
+        assert!(!valid_environment_name("a/b"));
     }
 
     #[test]
