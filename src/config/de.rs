@@ -26,6 +26,13 @@ pub(crate) fn node_at<'a>(root: &'a Node, path: &[Seg]) -> Option<&'a Node> {
     })
 }
 
+/// The value at `path` when it deserializes (nodes left out skipped), without reporting: for
+/// checks that need one section when other errors keep the whole config from building.
+pub(crate) fn value_at<T: DeserializeOwned>(root: &Node, path: &[Seg]) -> Option<T> {
+    let node = node_at(root, path).filter(|n| !n.poisoned)?;
+    T::deserialize(NodeDe::new(node, path.to_vec())).ok()
+}
+
 /// Deserializes `T` from the tree, pushing every error to `errors`. Returns the value built from
 /// the nodes that had no error when it could still be built (an optional value left out takes its
 /// default), for the cross-field checks.

@@ -186,9 +186,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         &mut errors,
     );
     let config = de::collect::<Config>(&mut root_node, &mut errors);
-    if let Some(config) = &config {
-        validate::check(config, &root_node, &mut errors, &mut warnings);
-    }
+    let sections = validate::Sections::of(config.as_ref(), &root_node);
+    validate::check(&sections, &root_node, &mut errors, &mut warnings);
 
     let mut redactor = Redactor::new();
     for value in env_file.vars.values() {
@@ -197,9 +196,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     for secret in tree_secrets(&root_node) {
         redactor.add(&secret);
     }
-    if let Some(config) = &config {
-        validate::check_build_args_hold_no_secret(config, &root_node, &redactor, &mut errors);
-    }
+    validate::check_build_args_hold_no_secret(&sections, &root_node, &redactor, &mut errors);
     let warnings = warnings
         .iter()
         .map(|w| redactor.redact(w).into_owned())

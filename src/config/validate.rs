@@ -1,10 +1,10 @@
-//! The rules that involve more than one field, checked on the deserialized [`Config`] (the rules
-//! of single values are in its types, see [`super::rules`]). Each finding names the path of the
-//! value it is about, which the located tree turns into `file:line:col`; a finding that depends on
-//! a value that had an error of its own (and was left out) is dropped.
+//! The rules that involve more than one field, checked on the deserialized sections of the
+//! [`Config`] (the rules of single values are in its types, see [`super::rules`]). Each finding
+//! names the path of the value it is about, which the located tree turns into `file:line:col`; a
+//! finding that depends on a value that had an error of its own (and was left out) is dropped.
 
-use super::de::{Seg, did_you_mean, node_at, path_text};
-use super::schema::Config;
+use super::de::{Seg, did_you_mean, node_at, path_text, value_at};
+use super::schema::{App, Build, Config, Health};
 use super::tree::{Errors, Node, make_error};
 use crate::redact::Redactor;
 
@@ -38,21 +38,60 @@ fn push(root: &Node, errors: &mut Errors<'_>, path: &[Seg], message: String, hin
     }
 }
 
+/// The sections the cross-field rules read: from the config, or, when other errors keep the
+/// whole config from building, each section that still deserializes on its own, so that these
+/// rules are reported together with the other errors.
+pub(crate) struct Sections {
+    app: Option<App>,
+    build: Option<Build>,
+    health: Option<Health>,
+}
+
+impl Sections {
+    pub(crate) fn of(config: Option<&Config>, root: &Node) -> Self {
+        if let Some(c) = config {
+            return Sections {
+                app: Some(c.app.clone()),
+                build: Some(c.build.clone()),
+                health: Some(c.health.clone()),
+            };
+        }
+        // A section that is not written takes its defaults.
+        fn section<T: serde::de::DeserializeOwned + Default>(root: &Node, name: &str) -> Option<T> {
+            match root.entry(name) {
+                None => Some(T::default()),
+                Some(_) => value_at(root, &key(&[name])),
+            }
+        }
+        Sections {
+            app: value_at(root, &key(&["app"])),
+            build: section(root, "build"),
+            health: section(root, "health"),
+        }
+    }
+}
+
 /// The cross-field rules; warnings for likely mistakes that are not errors.
 pub(crate) fn check(
-    config: &Config,
+    sections: &Sections,
     root: &Node,
     errors: &mut Errors<'_>,
     warnings: &mut Vec<String>,
 ) {
-    check_timeout_deadline(config, root, errors);
-    refuse_secret_build_args(config, root, errors);
-    warn_unknown_secret_names(config, root, errors, warnings);
+    if let Some(health) = &sections.health {
+        check_timeout_deadline(health, root, errors);
+    }
+    if let Some(build) = &sections.build {
+        refuse_secret_build_args(build, root, errors);
+    }
+    if let Some(app) = &sections.app {
+        warn_unknown_secret_names(app, root, errors, warnings);
+    }
 }
 
 /// `health.timeout` < `health.deadline`, with the defaults for whichever is not set.
-fn check_timeout_deadline(config: &Config, root: &Node, errors: &mut Errors<'_>) {
-    let (timeout, deadline) = (config.health.timeout, config.health.deadline);
+fn check_timeout_deadline(health: &Health, root: &Node, errors: &mut Errors<'_>) {
+    let (timeout, deadline) = (health.timeout, health.deadline);
     let (t_path, d_path) = (key(&["health", "timeout"]), key(&["health", "deadline"]));
     if timeout < deadline || left_out(root, &t_path) || left_out(root, &d_path) {
         return;
@@ -74,9 +113,9 @@ fn check_timeout_deadline(config: &Config, root: &Node, errors: &mut Errors<'_>)
 /// `build.secret_args` is refused: the classic builder (the only one reachable through the
 /// Engine API without a BuildKit session) records build-arg values in the image history, so a
 /// value called secret would be baked into every image (`docker history --no-trunc`).
-fn refuse_secret_build_args(config: &Config, root: &Node, errors: &mut Errors<'_>) {
+fn refuse_secret_build_args(build: &Build, root: &Node, errors: &mut Errors<'_>) {
     let paths = item_paths(root, &["build", "secret_args"]);
-    for (name, path) in config.build.secret_args.iter().zip(paths) {
+    for (name, path) in build.secret_args.iter().zip(paths) {
         push(
             root,
             errors,
@@ -97,12 +136,15 @@ fn refuse_secret_build_args(config: &Config, root: &Node, errors: &mut Errors<'_
 /// A `build.args` value that holds a secret (from the env file, or another secret value) is
 /// refused for the same reason as `build.secret_args`: it would be baked into the image history.
 pub(crate) fn check_build_args_hold_no_secret(
-    config: &Config,
+    sections: &Sections,
     root: &Node,
     redactor: &Redactor,
     errors: &mut Errors<'_>,
 ) {
-    for (name, value) in &config.build.args {
+    let Some(build) = &sections.build else {
+        return;
+    };
+    for (name, value) in &build.args {
         if redactor.redact(value) == value.as_str() {
             continue;
         }
@@ -124,14 +166,14 @@ pub(crate) fn check_build_args_hold_no_secret(
 /// A name in `app.secret_env` that is not a key of `app.env` protects nothing: most often a
 /// typo. A warning, since an environment may legitimately not set every variable.
 fn warn_unknown_secret_names(
-    config: &Config,
+    app: &App,
     root: &Node,
     errors: &Errors<'_>,
     warnings: &mut Vec<String>,
 ) {
-    let keys: Vec<&str> = config.app.env.keys().map(String::as_str).collect();
+    let keys: Vec<&str> = app.env.keys().map(String::as_str).collect();
     let paths = item_paths(root, &["app", "secret_env"]);
-    for (name, path) in config.app.secret_env.iter().zip(paths) {
+    for (name, path) in app.secret_env.iter().zip(paths) {
         let Some(node) = node_at(root, &path).filter(|_| !keys.contains(&name.as_str())) else {
             continue;
         };
@@ -149,6 +191,54 @@ fn warn_unknown_secret_names(
 #[cfg(test)]
 mod tests {
     use super::super::de::did_you_mean;
+    use super::super::load::{LoadOptions, load};
+    use crate::error::Error;
+
+    /// (line, col, key) of every error of a deploy.toml (with an empty overlay).
+    fn errors_of(toml: &str) -> Vec<(usize, usize, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("environments")).unwrap();
+        std::fs::write(dir.path().join("environments/production.toml"), "").unwrap();
+        std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+        let opts = LoadOptions {
+            config_path: dir.path().join("deploy.toml"),
+            env: "production".into(),
+            process_env: Default::default(),
+        };
+        match load(&opts) {
+            Err(Error::Config(errs)) => {
+                errs.0.into_iter().map(|e| (e.line, e.col, e.key)).collect()
+            }
+            other => panic!("expected config errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cross_field_rules_are_reported_with_errors_elsewhere() {
+        let toml =
+            "[health]\ntimeout = \"9s\"\ndeadline = \"5s\"\n[build]\nsecret_args = [\"T\"]\n";
+        let keys = |errors: Vec<(usize, usize, String)>| -> Vec<String> {
+            errors.into_iter().map(|e| e.2).collect()
+        };
+        // No `[app]`: the config does not build, the sections still do.
+        assert_eq!(
+            keys(errors_of(toml)),
+            ["app", "health.timeout", "build.secret_args[0]"]
+        );
+        // The same with an error inside `[app]`.
+        let with_app = format!("[app]\nname = \"Web\"\n{toml}");
+        assert_eq!(
+            errors_of(&with_app),
+            [
+                (2, 8, "app.name".to_owned()),
+                (4, 11, "health.timeout".to_owned()),
+                (7, 16, "build.secret_args[0]".to_owned()),
+            ]
+        );
+        // A section with an error of its own is not checked again.
+        let zero = "[app]\nname = \"web\"\n[health]\ntimeout = \"0s\"\ndeadline = \"x\"\n";
+        assert_eq!(keys(errors_of(zero)), ["health.timeout", "health.deadline"]);
+    }
 
     #[test]
     fn suggestions() {
