@@ -765,7 +765,7 @@ async fn execute(
             Step::EnsureProxy { .. } => {
                 let phase = Phase::start(reporter, "proxy", names.proxy());
                 host::ensure_proxy(engine, session.loaded, names, proxy_image).await?;
-                phase.ok(config.proxy.listen.clone());
+                phase.ok(config.proxy.listen.to_string());
                 mark_interrupted_releases(session, observed).await;
                 host::proxy_record(engine, names, &record).await?;
                 session.progress(|p| p.record = Some(record.clone()));

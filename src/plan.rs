@@ -422,14 +422,6 @@ pub struct DeployRequest {
     pub proxy_image: String,
 }
 
-/// `proxy.listen` as (host ip, port); "" means all interfaces.
-pub fn listen_parts(listen: &str) -> (String, u16) {
-    match listen.rsplit_once(':') {
-        Some((ip, port)) => (ip.to_string(), port.parse().unwrap_or(0)),
-        None => (String::new(), listen.parse().unwrap_or(0)),
-    }
-}
-
 /// The address users reach the app at (`DOCKER_HOST` stands in for an unset `docker.host`).
 pub fn public_url(config: &Config) -> String {
     let env_host = std::env::var("DOCKER_HOST").ok();
@@ -589,7 +581,7 @@ fn swap_steps(
     steps.push(Step::EnsureProxy {
         container: names.proxy(),
         image: proxy_image(config, built_proxy_image),
-        listen: config.proxy.listen.clone(),
+        listen: config.proxy.listen.to_string(),
         action,
     });
     if let Some(existing) = observed.container(&container) {
@@ -1246,8 +1238,6 @@ mod tests {
 
     #[test]
     fn listen_addresses_and_urls() {
-        assert_eq!(listen_parts("8080"), (String::new(), 8080));
-        assert_eq!(listen_parts("127.0.0.1:9000"), ("127.0.0.1".into(), 9000));
         let l =
             loaded("[proxy]\nlisten = \"127.0.0.1:9000\"\n[health]\npath = \"/up\"\nport = 9100\n");
         assert_eq!(public_url(&l.config), "http://127.0.0.1:9000");

@@ -4,13 +4,17 @@
 /// `proxy.public_url` when configured; else the proxy's port on the address it listens on, or
 /// (listening on all interfaces) on the engine's host: the host of a `tcp://`, `http(s)://` or
 /// `ssh://` engine, `localhost` for a local socket.
-pub fn derive(listen: &str, engine: Option<&str>, configured: Option<&str>) -> String {
+pub fn derive(
+    listen: &crate::config::ListenAddr,
+    engine: Option<&str>,
+    configured: Option<&str>,
+) -> String {
     if let Some(url) = configured {
         return url.to_string();
     }
-    let (ip, port) = crate::plan::listen_parts(listen);
-    let host = if !matches!(ip.as_str(), "" | "0.0.0.0" | "[::]" | "::") {
-        ip
+    let port = listen.port();
+    let host = if listen.ip().is_some_and(|ip| !ip.is_unspecified()) {
+        listen.host_ip()
     } else {
         engine
             .and_then(engine_host)
@@ -36,7 +40,9 @@ fn engine_host(engine: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::derive as url;
+    fn url(listen: &str, engine: Option<&str>, configured: Option<&str>) -> String {
+        super::derive(&listen.parse().unwrap(), engine, configured)
+    }
 
     #[test]
     fn item18_public_url_names_the_engine_host() {

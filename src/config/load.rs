@@ -7,17 +7,18 @@
 //! 2. deep-merge the overlay into the base (tables key by key; scalars, arrays and arrays of
 //!    tables replace);
 //! 3. read the env file named by `prerequisites.env_file` and expand `${...}` in every string;
-//! 4. check the tree against the JSON Schema of [`Config`], then the value rules;
-//! 5. only then deserialize into [`Config`].
+//! 4. deserialize the tree into [`Config`] with the located deserializer of [`super::de`]: the
+//!    types (and the value rules they name, [`super::rules`]) decide what is valid, and every
+//!    error is reported at its place;
+//! 5. check the rules that involve several fields on the typed [`Config`] ([`super::validate`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use super::interpolate::interpolate_tree;
 use super::schema::Config;
-use super::tree::{self, Errors, Loc, Node, Source, Value};
-use super::validate;
+use super::tree::{self, Errors, Loc, Node, Source};
+use super::{de, envfile, validate};
 use crate::error::{ConfigError, ConfigErrors, Error};
 use crate::redact::{MASK, Redactor};
 use crate::util::{display_path, valid_environment_name};
@@ -161,7 +162,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     tree::merge(&mut root_node, overlay);
 
     let mut warnings = Vec::new();
-    let env_file = read_env_file(
+    let env_file = envfile::read_env_file(
         &mut root_node,
         &root,
         &opts.process_env,
@@ -185,8 +186,9 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         env_file.display.as_deref(),
         &mut errors,
     );
-    validate::check_schema(&mut root_node, schema_value(), &mut errors);
-    validate::check_values(&root_node, &mut errors, &mut warnings);
+    let config = de::collect::<Config>(&mut root_node, &mut errors);
+    let sections = validate::Sections::of(config.as_ref(), &root_node);
+    validate::check(&sections, &root_node, &mut errors, &mut warnings);
 
     let mut redactor = Redactor::new();
     for value in env_file.vars.values() {
@@ -195,7 +197,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     for secret in tree_secrets(&root_node) {
         redactor.add(&secret);
     }
-    validate::check_build_args_hold_no_secret(&root_node, &redactor, &mut errors);
+    validate::check_build_args_hold_no_secret(&sections, &root_node, &redactor, &mut errors);
     let warnings = warnings
         .iter()
         .map(|w| redactor.redact(w).into_owned())
@@ -205,17 +207,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         let list = std::mem::take(&mut errors.list);
         return Err(finish_errors(&sources, list, &redactor));
     }
-    let config: Config = serde_json::from_value(root_node.to_json()).map_err(|e| {
-        // The checks above mirror the schema, so this is a gap in them; still a located error.
+    let Some(config) = config else {
+        // Unreachable: a config that does not deserialize has an error pushed above.
         let err = tree::make_error(
             &sources,
             Loc::file_level(0),
             "",
-            format!("invalid configuration: {e}"),
+            "invalid configuration".to_owned(),
             None,
         );
-        finish_errors(&sources, vec![err], &redactor)
-    })?;
+        return Err(finish_errors(&sources, vec![err], &redactor));
+    };
     Ok(Loaded {
         config,
         env: env.to_owned(),
@@ -299,14 +301,7 @@ impl Loaded {
 
 /// The JSON Schema of [`Config`], for editors and `deployctl config --schema`.
 pub fn json_schema() -> serde_json::Value {
-    schema_value().clone()
-}
-
-fn schema_value() -> &'static serde_json::Value {
-    static SCHEMA: OnceLock<serde_json::Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        serde_json::to_value(schemars::schema_for!(Config)).unwrap_or(serde_json::Value::Null)
-    })
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or(serde_json::Value::Null)
 }
 
 fn redact_strings(v: &mut serde_json::Value, redactor: &Redactor) {
@@ -333,165 +328,6 @@ fn decode(display: String, bytes: Vec<u8>) -> (Source, Option<usize>) {
         }
     }
 }
-
-struct EnvFile {
-    vars: BTreeMap<String, String>,
-    /// Shown path, for hints.
-    display: Option<String>,
-    /// Named but not readable: its variables are unknown.
-    failed: bool,
-    errors: Vec<ConfigError>,
-}
-
-/// Reads the env file named by `prerequisites.env_file` (expanded from the process environment).
-fn read_env_file(
-    root_node: &mut Node,
-    root: &Path,
-    process_env: &BTreeMap<String, String>,
-    sources: &mut Vec<Source>,
-    warnings: &mut Vec<String>,
-) -> EnvFile {
-    let mut out = EnvFile {
-        vars: BTreeMap::new(),
-        display: None,
-        failed: false,
-        errors: Vec::new(),
-    };
-    let Some(node) = env_file_node(root_node) else {
-        return out;
-    };
-    let mut errors = Errors::new(sources);
-    let lookup = |name: &str| process_env.get(name).cloned();
-    interpolate_tree(
-        node,
-        "prerequisites.env_file",
-        &lookup,
-        false,
-        None,
-        &mut errors,
-    );
-    out.errors = errors.list;
-    let Value::String(rel) = &node.value else {
-        // Wrong type: the schema check reports it.
-        out.failed = true;
-        return out;
-    };
-    if node.poisoned {
-        out.failed = true;
-        return out;
-    }
-    let path = root.join(rel);
-    let shown = display_path(&path);
-    out.display = Some(shown.clone());
-    let loc = node.loc;
-    let bytes = match super::read::read_config_file(&path) {
-        Ok(b) => b,
-        Err(e) => {
-            let (message, hint) = if e.kind() == std::io::ErrorKind::NotFound {
-                (
-                    format!("env file `{shown}` does not exist"),
-                    "create it (with `chmod 600`), or remove `prerequisites.env_file`",
-                )
-            } else {
-                (
-                    format!("cannot read env file `{shown}`: {e}"),
-                    "check the path and its permissions",
-                )
-            };
-            out.errors.push(tree::make_error(
-                sources,
-                loc,
-                "prerequisites.env_file",
-                message,
-                Some(hint.to_owned()),
-            ));
-            out.failed = true;
-            return out;
-        }
-    };
-    warn_if_readable_by_others(&path, &shown, warnings);
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    // dotenvy reports invalid UTF-8 as an I/O error without a place: find the place first.
-    let problem = match std::str::from_utf8(&bytes) {
-        Err(e) => Some((
-            Some(e.valid_up_to()),
-            "the env file is not valid UTF-8".to_owned(),
-        )),
-        Ok(_) => dotenvy::from_read_iter(bytes.as_slice()).find_map(|item| match item {
-            Ok((k, v)) => {
-                out.vars.insert(k, v);
-                None
-            }
-            // Never quote the line: it holds a secret.
-            Err(dotenvy::Error::LineParse(line, index)) => {
-                let start = text.find(line.trim_end_matches(['\n', '\r']));
-                Some((
-                    start.map(|s| s + index),
-                    "syntax error in env file".to_owned(),
-                ))
-            }
-            Err(_) => Some((None, "cannot parse env file".to_owned())),
-        }),
-    };
-    let Some((offset, message)) = problem else {
-        return out;
-    };
-    let hint = "write one `NAME=value` per line; quote values with spaces or `#`".to_owned();
-    match offset {
-        Some(offset) => {
-            sources.push(Source {
-                display: shown.clone(),
-                text,
-            });
-            let file_loc = Loc {
-                file: sources.len() - 1,
-                offset: Some(offset),
-            };
-            out.errors
-                .push(tree::make_error(sources, file_loc, "", message, Some(hint)));
-        }
-        // No place in the env file: point at the key that names it.
-        None => out.errors.push(tree::make_error(
-            sources,
-            loc,
-            "prerequisites.env_file",
-            format!("{message} `{shown}`"),
-            Some(hint),
-        )),
-    }
-    out.failed = true;
-    out
-}
-
-fn env_file_node(root_node: &mut Node) -> Option<&mut Node> {
-    let Value::Table(entries) = &mut root_node.value else {
-        return None;
-    };
-    let pre = entries.iter_mut().find(|e| e.key == "prerequisites")?;
-    let Value::Table(entries) = &mut pre.node.value else {
-        return None;
-    };
-    entries
-        .iter_mut()
-        .find(|e| e.key == "env_file")
-        .map(|e| &mut e.node)
-}
-
-#[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path, shown: &str, warnings: &mut Vec<String>) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            warnings.push(format!(
-                "env file {shown} is readable by group or others (mode {mode:o}); it holds secrets: run `chmod 600 {shown}`"
-            ));
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_: &Path, _: &str, _: &mut Vec<String>) {}
 
 /// Secret values in the (expanded) tree: `app.env` values named in `app.secret_env`,
 /// `build.args` values named in `build.secret_args`, and every `notify[].url`.

@@ -5,12 +5,14 @@
 //! (`deployctl config --schema`), so keep them short and user-facing.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration as StdDuration;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+
+pub use super::listen::ListenAddr;
+use super::rules;
+pub use super::units::{ByteSize, Duration};
 
 /// The whole configuration of one application in one environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -64,12 +66,14 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct App {
     /// Name used in container, image, network and lock names: lowercase letters, digits, `-`, `_`, `.`.
+    #[serde(deserialize_with = "rules::app_name")]
     pub name: String,
     /// The port the application listens on inside its container.
-    #[serde(default = "default_app_port")]
+    #[serde(default = "default_app_port", deserialize_with = "rules::port")]
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// Environment variables passed to the application container.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rules::env_map")]
     pub env: BTreeMap<String, String>,
     /// Names in `app.env` whose values are secret: redacted wherever printed.
     #[serde(default)]
@@ -93,7 +97,7 @@ pub struct Git {
     #[serde(default = "yes")]
     pub require_clean: bool,
     /// Branches allowed to deploy (globs such as `release/*`). Empty: any branch.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rules::branch_globs")]
     pub branches: Vec<String>,
     /// Require HEAD to be pushed to its upstream.
     #[serde(default)]
@@ -123,9 +127,10 @@ pub struct Prerequisites {
 #[serde(deny_unknown_fields)]
 pub struct Tool {
     /// Program name looked up on PATH.
+    #[serde(deserialize_with = "rules::tool_name")]
     pub name: String,
     /// Semver requirement, such as `>= 18.17.0`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rules::version_req")]
     pub version: Option<String>,
     /// Arguments that make the tool print its version.
     #[serde(default = "default_version_args")]
@@ -170,10 +175,10 @@ pub struct Build {
 #[serde(deny_unknown_fields)]
 pub struct Registry {
     /// Registry address such as `registry.example.com` or `127.0.0.1:5000`. None: no push.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rules::registry_server")]
     pub server: Option<String>,
     /// Repository in the registry. Default: `app.name`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rules::repository")]
     pub repository: Option<String>,
     /// Environment variable holding the registry user name (no credentials when unset).
     #[serde(default = "default_registry_username_env")]
@@ -188,7 +193,11 @@ pub struct Registry {
 #[serde(deny_unknown_fields)]
 pub struct DeploySettings {
     /// Good releases whose containers and images are kept for rollback (at least 1).
-    #[serde(default = "default_keep_releases")]
+    #[serde(
+        default = "default_keep_releases",
+        deserialize_with = "rules::at_least_one"
+    )]
+    #[schemars(range(min = 1))]
     pub keep_releases: u32,
     /// Grace period between SIGTERM and SIGKILL when a container stops.
     #[serde(default = "default_stop_timeout")]
@@ -207,22 +216,32 @@ pub struct DeploySettings {
 pub struct Proxy {
     /// Host address the proxy publishes: `PORT` or `IP:PORT` (a bare port may be an integer).
     #[serde(default = "default_listen")]
-    pub listen: String,
+    pub listen: ListenAddr,
     /// Use this proxy image instead of building one from the deployctl binary.
     #[serde(default)]
     pub image: Option<String>,
     /// The URL users reach the app at, printed by deploy and status (default: derived from
     /// `docker.host` and `listen`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rules::public_url")]
     pub public_url: Option<String>,
     /// A keep-alive client connection with no request in progress is closed after this long.
-    #[serde(default = "default_proxy_idle_timeout")]
+    #[serde(
+        default = "default_proxy_idle_timeout",
+        deserialize_with = "rules::positive"
+    )]
     pub idle_timeout: Duration,
     /// A client must complete a request head within this long of starting it.
-    #[serde(default = "default_proxy_header_read_timeout")]
+    #[serde(
+        default = "default_proxy_header_read_timeout",
+        deserialize_with = "rules::positive"
+    )]
     pub header_read_timeout: Duration,
     /// Client connections open at once; beyond, new ones get a 503 and are closed.
-    #[serde(default = "default_proxy_max_connections")]
+    #[serde(
+        default = "default_proxy_max_connections",
+        deserialize_with = "rules::at_least_one"
+    )]
+    #[schemars(range(min = 1))]
     pub max_connections: u32,
 }
 
@@ -231,10 +250,13 @@ pub struct Proxy {
 #[serde(deny_unknown_fields)]
 pub struct Health {
     /// HTTP path polled on the new release.
-    #[serde(default = "default_health_path")]
+    #[serde(
+        default = "default_health_path",
+        deserialize_with = "rules::health_path"
+    )]
     pub path: String,
     /// Port polled inside the container. Default: `app.port`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rules::opt_port")]
     pub port: Option<u16>,
     /// Host header sent with each check.
     #[serde(default)]
@@ -243,27 +265,47 @@ pub struct Health {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Time between two checks.
-    #[serde(default = "default_health_interval")]
+    #[serde(
+        default = "default_health_interval",
+        deserialize_with = "rules::positive"
+    )]
     pub interval: Duration,
     /// Time limit of one check; must be shorter than `deadline`.
-    #[serde(default = "default_health_timeout")]
+    #[serde(
+        default = "default_health_timeout",
+        deserialize_with = "rules::positive"
+    )]
     pub timeout: Duration,
     /// Consecutive passing checks before the release counts as healthy.
-    #[serde(default = "default_healthy_threshold")]
+    #[serde(
+        default = "default_healthy_threshold",
+        deserialize_with = "rules::at_least_one"
+    )]
+    #[schemars(range(min = 1))]
     pub healthy_threshold: u32,
     /// Consecutive failing checks after which the release counts as unhealthy. Failures count
     /// from the release's first HTTP answer: refused connections while it starts do not.
-    #[serde(default = "default_unhealthy_threshold")]
+    #[serde(
+        default = "default_unhealthy_threshold",
+        deserialize_with = "rules::at_least_one"
+    )]
+    #[schemars(range(min = 1))]
     pub unhealthy_threshold: u32,
     /// Time after the container starts during which failing checks do not count towards
     /// `unhealthy_threshold` (like Docker HEALTHCHECK's start period); `deadline` still applies.
     #[serde(default = "default_health_start_period")]
     pub start_period: Duration,
     /// Overall time allowed for the release to become healthy.
-    #[serde(default = "default_health_deadline")]
+    #[serde(
+        default = "default_health_deadline",
+        deserialize_with = "rules::positive"
+    )]
     pub deadline: Duration,
     /// Status codes that count as passing.
-    #[serde(default = "default_expect_status")]
+    #[serde(
+        default = "default_expect_status",
+        deserialize_with = "rules::status_codes"
+    )]
     pub expect_status: Vec<u16>,
     /// A substring the response body must contain.
     #[serde(default)]
@@ -272,7 +314,7 @@ pub struct Health {
     #[serde(default)]
     pub expect_json: Option<ExpectJson>,
     /// A Docker HEALTHCHECK command for the container, as argv (`["/app", "--check"]`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "rules::docker_cmd")]
     pub docker_cmd: Option<Vec<String>>,
 }
 
@@ -281,6 +323,7 @@ pub struct Health {
 #[serde(deny_unknown_fields)]
 pub struct ExpectJson {
     /// RFC 6901 pointer, such as `/status`.
+    #[serde(deserialize_with = "rules::json_pointer")]
     pub pointer: String,
     /// Expected value; compared with the JSON value (strings as-is, others by their JSON text).
     pub equals: String,
@@ -294,7 +337,8 @@ pub struct Verify {
     #[serde(default = "default_verify_window")]
     pub window: Duration,
     /// Largest share of 5xx or failed proxied requests (0.0 to 1.0).
-    #[serde(default = "default_max_error_rate")]
+    #[serde(default = "default_max_error_rate", deserialize_with = "rules::share")]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub max_error_rate: f64,
     /// Largest p95 latency of proxied requests.
     #[serde(default = "default_max_p95_latency")]
@@ -333,7 +377,8 @@ pub struct Hooks {
 
 /// A command: an argv array (`["npm", "test"]`), a string split like a shell would split words
 /// but run without one (`"npm test"`), or a table `{ run = "...", shell = true }` to run through `sh -c`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+// Never empty: its `Deserialize` (with that rule) is in `rules.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum CommandSpec {
     Argv(Vec<String>),
@@ -359,6 +404,7 @@ pub struct Notify {
     /// The payload format.
     pub kind: NotifyKind,
     /// The webhook URL; always treated as secret.
+    #[serde(deserialize_with = "rules::webhook_url")]
     pub url: String,
     /// Events that trigger it. Default: all.
     #[serde(default = "default_notify_on")]
@@ -382,157 +428,6 @@ pub enum NotifyEvent {
     Success,
     Failure,
     Rollback,
-}
-
-/// A duration written as `500ms`, `2s`, `1m30s`, `1h`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Duration(pub StdDuration);
-
-impl Duration {
-    /// The longest duration deployctl accepts anywhere (config or flags): far beyond any real
-    /// timeout, and far from the overflow of `Instant + Duration`.
-    pub const MAX: StdDuration = StdDuration::from_secs(30 * 24 * 3600);
-    pub const fn from_secs(secs: u64) -> Self {
-        Duration(StdDuration::from_secs(secs))
-    }
-    pub const fn from_millis(ms: u64) -> Self {
-        Duration(StdDuration::from_millis(ms))
-    }
-    pub fn get(self) -> StdDuration {
-        self.0
-    }
-    /// `from + d` with `d` capped at [`Duration::MAX`]: never the overflow panic of `Instant + Duration`.
-    pub fn deadline(from: std::time::Instant, d: StdDuration) -> std::time::Instant {
-        let d = d.min(Self::MAX);
-        from.checked_add(d).unwrap_or(from)
-    }
-    /// Why a duration over [`Duration::MAX`] is refused.
-    pub fn too_long() -> String {
-        format!(
-            "durations are at most {}",
-            humantime::format_duration(Self::MAX)
-        )
-    }
-}
-
-impl std::str::FromStr for Duration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let trimmed = s.trim();
-        if trimmed == "0" {
-            return Ok(Duration(StdDuration::ZERO));
-        }
-        let d = humantime::parse_duration(trimmed).map_err(|e| {
-            format!("`{s}` is not a duration ({e}); write it like `500ms`, `2s` or `1m30s`")
-        })?;
-        if d > Self::MAX {
-            return Err(format!("`{s}` is too long: {}", Self::too_long()));
-        }
-        Ok(Duration(d))
-    }
-}
-
-impl fmt::Display for Duration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
-    }
-}
-
-impl Serialize for Duration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl JsonSchema for Duration {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "description": "A duration such as `500ms`, `2s`, `1m30s`.",
-            "pattern": "^\\s*(0|([0-9]+\\s*(ns|us|ms|s|m|h|d)\\s*)+)\\s*$"
-        })
-    }
-}
-
-/// A size written as `512MiB`, `2GiB`, `1GB` or a plain number of bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl std::str::FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let hint = || format!("`{s}` is not a size; write it like `512MiB`, `2GiB` or `1GB`");
-        let n: u64 = num.parse().map_err(|_| hint())?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" => 1_000,
-            "kib" | "k" => 1 << 10,
-            "mb" => 1_000_000,
-            "mib" | "m" => 1 << 20,
-            "gb" => 1_000_000_000,
-            "gib" | "g" => 1 << 30,
-            "tb" => 1_000_000_000_000,
-            "tib" | "t" => 1 << 40,
-            _ => return Err(hint()),
-        };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(hint)
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
-        for (name, size) in UNITS {
-            if self.0 >= size && self.0.is_multiple_of(size) {
-                return write!(f, "{}{name}", self.0 / size);
-            }
-        }
-        write!(f, "{}B", self.0)
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl JsonSchema for ByteSize {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "ByteSize".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "type": "string",
-            "description": "A size such as `512MiB`, `2GiB`, `1GB`.",
-            "pattern": "^\\s*[0-9]+\\s*([KMGT]i?B?|B)?\\s*$"
-        })
-    }
 }
 
 fn yes() -> bool {
@@ -571,8 +466,8 @@ fn default_drain_timeout() -> Duration {
 fn default_lock_stale_after() -> Duration {
     Duration::from_secs(3600)
 }
-fn default_listen() -> String {
-    "8080".into()
+fn default_listen() -> ListenAddr {
+    ListenAddr::port_only(8080).expect("8080 is a port")
 }
 fn default_proxy_idle_timeout() -> Duration {
     Duration(crate::proxy::conn::DEFAULT_IDLE_TIMEOUT)

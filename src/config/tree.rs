@@ -107,7 +107,8 @@ impl Node {
         }
     }
 
-    /// The tree as JSON, for serde. Non-finite floats (no JSON form) become null.
+    /// The tree as JSON (tests compare merged trees with it). Non-finite floats become null.
+    #[cfg(test)]
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match &self.value {

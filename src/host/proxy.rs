@@ -8,7 +8,6 @@ use crate::config::{Config, Loaded};
 use crate::engine::{ContainerSpec, Engine, PortPublish, RestartPolicy, VolumeMount, labels};
 use crate::health::{HealthOutcome, HealthSpec, ProbeResult};
 use crate::names::Names;
-use crate::plan::listen_parts;
 use crate::proxy::protocol::{ProxyStatus, ReleaseRecord, SwitchRequest, SwitchResult};
 use crate::proxy::{CONTAINER_PORT, DEFAULT_STATE_DIR};
 use crate::util::now_unix;
@@ -195,7 +194,7 @@ pub async fn ensure_proxy(
             .await
             .map_err(engine_err)?,
         None => {
-            let (host_ip, host_port) = listen_parts(&config.proxy.listen);
+            let (host_ip, host_port) = (config.proxy.listen.host_ip(), config.proxy.listen.port());
             let spec = ContainerSpec {
                 name: names.proxy(),
                 image: image.to_string(),
