@@ -5,11 +5,14 @@
 //! Snapshots live in tests/snapshots/; accept changes with `cargo insta review` or
 //! `INSTA_UPDATE=always cargo test --test cli`, then read the .snap files.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use support::Run;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const NO_DOCKER: &str = "unix:///nonexistent/docker.sock";
@@ -33,38 +36,6 @@ fn config_fixtures() -> PathBuf {
 
 fn cli_fixture(name: &str) -> PathBuf {
     Path::new(REPO).join("tests/fixtures/cli").join(name)
-}
-
-/// One finished run of the binary.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// What the snapshot holds: exit code, then both streams.
-    fn transcript(&self) -> String {
-        format!(
-            "exit code: {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.transcript()))
-    }
-
-    fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            code,
-            "unexpected exit code:\n{}",
-            self.transcript()
-        );
-        self
-    }
 }
 
 /// Runs `deployctl ARGS` in `dir` with a clean environment: no DEPLOYCTL_* or secrets inherited

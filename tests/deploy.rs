@@ -46,7 +46,7 @@ fn deploy_v1_then_v2_then_rollbacks() {
     assert_eq!(app.status_json()["live"]["version"], "v2");
 
     let releases = app.run(&["releases", "--output", "json"], &[]);
-    let doc: serde_json::Value = serde_json::from_str(&releases.stdout).expect("releases JSON");
+    let doc: serde_json::Value = releases.json();
     let versions: Vec<&str> = doc["releases"]
         .as_array()
         .expect("array")
@@ -130,9 +130,7 @@ fn verify_failure_after_the_switch_rolls_back() {
     let status = app.status_json();
     assert_eq!(status["live"]["version"], "v1", "{status}");
     assert!(stats.sent > 0);
-    let doc: serde_json::Value =
-        serde_json::from_str(&app.run(&["releases", "--output", "json"], &[]).stdout)
-            .expect("releases JSON");
+    let doc: serde_json::Value = app.run(&["releases", "--output", "json"], &[]).json();
     let last = doc["releases"]
         .as_array()
         .and_then(|r| r.last())
@@ -306,7 +304,7 @@ fn dry_run_changes_nothing() {
         &[],
     );
     assert_eq!(run.code, 0, "{run}");
-    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan JSON");
+    let plan: serde_json::Value = run.json();
     assert_eq!(plan["plan"]["version"], "v9");
     assert_eq!(plan["plan"]["container"], app.container("blue"));
     let created = support::docker(&[

@@ -106,7 +106,7 @@ fn item02_sigint_while_the_old_colour_stops_keeps_the_new_release_serving() {
     assert!(!app.lock_exists(), "lock released");
     // The ledger agrees with the proxy: v2 serves.
     let releases = app.run(&["releases", "--output", "json"], &[]);
-    let doc: serde_json::Value = serde_json::from_str(&releases.stdout).expect("releases JSON");
+    let doc: serde_json::Value = releases.json();
     let v2 = doc["releases"]
         .as_array()
         .and_then(|a| a.iter().rev().find(|r| r["version"] == "v2"))
@@ -255,7 +255,7 @@ fn probes(doc: &serde_json::Value) -> Vec<serde_json::Value> {
 
 fn deploy_json(app: &App, version: &str, env: &[(&str, &str)]) -> (Run, serde_json::Value) {
     let run = app.run(&["deploy", "--release", version, "--output", "json"], env);
-    let doc = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("JSON: {e}\n{run}"));
+    let doc = run.json();
     (run, doc)
 }
 

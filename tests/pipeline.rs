@@ -7,7 +7,7 @@ use support::App;
 fn releases(app: &App) -> Vec<serde_json::Value> {
     let run = app.run(&["releases", "--output", "json"], &[]);
     assert_eq!(run.code, 0, "{run}");
-    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("releases JSON");
+    let doc: serde_json::Value = run.json();
     doc["releases"].as_array().cloned().unwrap_or_default()
 }
 
