@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deployctl::proxy::protocol::{Outcome, ReleaseRecord, SwitchRequest, SwitchResult, Target};
 use deployctl::proxy::{self, RunOptions, Server};
@@ -231,6 +231,25 @@ async fn switch(dir: &Path, up: &Upstream) -> SwitchResult {
 }
 
 /// One request on a fresh connection.
+/// Polls `probe` every 10 ms until it holds; the bound only stops a hang, it asserts no timing.
+async fn until(what: &str, mut probe: impl AsyncFnMut() -> bool) {
+    for _ in 0..1000 {
+        if probe().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Waits until the proxy forwards exactly `n` requests.
+async fn until_in_flight(dir: &Path, n: u64) {
+    until(&format!("{n} requests in flight"), async || {
+        proxy::client_status(dir).await.expect("status").in_flight == n
+    })
+    .await;
+}
+
 async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, String)> {
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -357,8 +376,12 @@ async fn upstream_refused_answers_502_and_counts_an_error() {
     let proxy = Proxy::start(dir.path()).await;
     let v1 = upstream(healthy("v1")).await;
     switch(dir.path(), &v1).await;
+    let gone = v1.addr;
     drop(v1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until("the upstream refuses connections", async || {
+        TcpStream::connect(gone).await.is_err()
+    })
+    .await;
 
     let (status, body) = get(proxy.addr, "/").await.expect("request");
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -383,6 +406,7 @@ async fn switch_under_load_drops_nothing() {
     switch(dir.path(), &v1).await;
 
     let running = Arc::new(AtomicBool::new(true));
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut workers = JoinSet::new();
     // Fast and slow requests (slow ones are surely in flight at each switch), over keep-alive
     // connections and over one new connection per request.
@@ -395,6 +419,7 @@ async fn switch_under_load_drops_nothing() {
         (false, "/slowbody"),
     ] {
         let running = Arc::clone(&running);
+        let answered = Arc::clone(&answered);
         let addr = proxy.addr;
         workers.spawn(async move {
             let client = pooled_client();
@@ -410,6 +435,7 @@ async fn switch_under_load_drops_nothing() {
                     Ok((status, body)) => Err(format!("{status}: {body}")),
                     Err(e) => Err(format!("{e:#}")),
                 });
+                answered.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             answers
@@ -436,23 +462,29 @@ async fn switch_under_load_drops_nothing() {
     }
     assert_eq!(on_kept(&mut kept).await, "v1");
 
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Traffic flows between the switches: a number of answers, not a span of time.
+    let more_answers = async |n: usize| {
+        let from = answered.load(Ordering::SeqCst);
+        until(&format!("{n} more answers"), async || {
+            answered.load(Ordering::SeqCst) >= from + n
+        })
+        .await;
+    };
+    more_answers(100).await;
     let r = switch(dir.path(), &v2).await;
     assert_eq!(r.previous, Some(v1.target()));
     assert_eq!(r.abandoned, 0);
     assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v2");
     assert_eq!(on_kept(&mut kept).await, "v2");
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    more_answers(100).await;
     let r = switch(dir.path(), &v1).await;
     assert_eq!(r.previous, Some(v2.target()));
     assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v1");
     assert_eq!(on_kept(&mut kept).await, "v1");
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    more_answers(100).await;
     running.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
     let mut all = Vec::new();
     while let Some(answers) = workers.join_next().await {
         all.extend(answers.expect("worker"));
@@ -462,9 +494,8 @@ async fn switch_under_load_drops_nothing() {
     let bodies: Vec<&String> = all.iter().filter_map(|a| a.as_ref().ok()).collect();
     assert!(bodies.iter().all(|b| *b == "v1" || *b == "v2"));
     assert!(bodies.iter().any(|b| *b == "v1") && bodies.iter().any(|b| *b == "v2"));
-    let rate = all.len() as f64 / elapsed;
-    eprintln!("{} requests, {rate:.0} req/s", all.len());
-    assert!(rate >= 200.0, "only {rate:.0} req/s");
+    // Throughput is measured in bench/run.sh, not asserted here.
+    assert!(all.len() >= 300, "{} requests", all.len());
     proxy.stop().await;
 }
 
@@ -478,28 +509,19 @@ async fn switch_waits_for_in_flight_requests_of_the_old_target() {
 
     // Body streams for 1 s after the head: the request is in flight until its last byte.
     let slow = tokio::spawn(get(proxy.addr, "/slowbody"));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    until_in_flight(dir.path(), 1).await;
+    let r = switch(dir.path(), &v2).await;
+    assert_eq!(r.abandoned, 0);
+    // The switch returned once the drain ended: nothing is in flight any more; the proxy has
+    // sent the last byte already, the client only has to read it.
     assert_eq!(
         proxy::client_status(dir.path())
             .await
             .expect("status")
             .in_flight,
-        1
+        0
     );
-    let r = switch(dir.path(), &v2).await;
-    assert_eq!(r.abandoned, 0);
-    assert!(
-        (600.0..2500.0).contains(&r.drain_ms),
-        "drain_ms {}",
-        r.drain_ms
-    );
-    assert!(r.swap_ms < r.drain_ms);
-    // The proxy has sent the last byte already; the client only has to read it.
-    let answer = tokio::time::timeout(Duration::from_millis(300), slow)
-        .await
-        .expect("slow request done by the time the drain ended")
-        .expect("task")
-        .expect("slow request");
+    let answer = slow.await.expect("task").expect("slow request");
     assert_eq!(answer, (StatusCode::OK, "v1".to_string()));
     proxy.stop().await;
 }
@@ -513,16 +535,12 @@ async fn short_drain_timeout_returns_early_and_reports_abandoned() {
     switch(dir.path(), &v1).await;
 
     let slow = tokio::spawn(get(proxy.addr, "/slow"));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    until_in_flight(dir.path(), 1).await;
     let r = proxy::client_switch(dir.path(), switch_req(v2.target(), 200))
         .await
         .expect("switch");
+    // Returned at its drain timeout, before the request (1 s of upstream delay) ended.
     assert_eq!(r.abandoned, 1);
-    assert!(
-        (150.0..700.0).contains(&r.drain_ms),
-        "drain_ms {}",
-        r.drain_ms
-    );
     assert!(!slow.is_finished());
     // Abandoned by the drain, not cut: the old target still answers it.
     let answer = slow.await.expect("task").expect("slow request");
@@ -785,14 +803,7 @@ async fn upgrade_is_passed_through_both_ways() {
         1
     );
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        proxy::client_status(dir.path())
-            .await
-            .expect("status")
-            .in_flight,
-        0
-    );
+    until_in_flight(dir.path(), 0).await;
     proxy.stop().await;
 }
 
@@ -808,10 +819,9 @@ async fn shutdown_lets_in_flight_requests_finish() {
     switch(dir.path(), &v1).await;
     let addr = proxy.addr;
     let slow = tokio::spawn(get(addr, "/slow"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let stopped = Instant::now();
+    until_in_flight(dir.path(), 1).await;
     proxy.stop().await;
-    assert!(stopped.elapsed() >= Duration::from_millis(300));
+    // The request in flight when the stop began is answered in full, not cut.
     assert_eq!(
         slow.await.expect("task").expect("slow request"),
         (StatusCode::OK, "v1".to_string())
@@ -828,19 +838,22 @@ async fn switch_back_does_not_wait_for_an_earlier_drain() {
     switch(dir.path(), &v1).await;
 
     let slow = tokio::spawn(get(proxy.addr, "/slow"));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    until_in_flight(dir.path(), 1).await;
     let state_dir = dir.path().to_path_buf();
     let forward = tokio::spawn({
         let target = v2.target();
         async move { proxy::client_switch(&state_dir, switch_req(target, 5_000)).await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v2");
+    until("the first switch swapped to v2", async || {
+        get(proxy.addr, "/")
+            .await
+            .is_ok_and(|(_, body)| body == "v2")
+    })
+    .await;
 
-    // Roll back while the first switch still drains the slow v1 request.
-    let started = Instant::now();
+    // Roll back while the first switch still drains the slow v1 request: the switch back
+    // returns while the first is still waiting (checked below), not after it.
     let back = switch(dir.path(), &v1).await;
-    assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(back.previous, Some(v2.target()));
     assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v1");
     assert!(!forward.is_finished());

@@ -214,6 +214,13 @@ impl App {
         format!("{}-{color}", self.pair())
     }
 
+    /// Requests the proxy is forwarding right now (`deployctl proxy status` inside it).
+    pub fn proxy_in_flight(&self) -> Option<u64> {
+        let out = docker(&["exec", &self.proxy(), "/deployctl", "proxy", "status"]).ok()?;
+        let doc: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+        doc["in_flight"].as_u64()
+    }
+
     pub fn proxy(&self) -> String {
         format!("deployctl-proxy-{}", self.pair())
     }

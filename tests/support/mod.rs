@@ -22,7 +22,7 @@ pub use app::{App, BASE_CONFIG, body_version, docker};
 pub use http::{http_get, http_get_within};
 pub use load::{Load, LoadStats};
 pub use run::Run;
-pub use stub::{Reply, Request, Stub};
+pub use stub::{Reply, Request, RequestLog, Stub};
 pub use watch::{Ended, Trigger, Watched, phase_done, phase_started, probe_failed};
 
 pub fn deployctl_bin() -> PathBuf {

@@ -154,9 +154,23 @@ impl Stub {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    pub fn log(&self) -> RequestLog {
+        RequestLog(self.requests.clone())
+    }
+
     /// How many requests arrived (complete heads).
     pub fn hits(&self) -> usize {
         self.requests.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+/// A handle on a stub's requests, for a handler (of another stub) to look at while it answers.
+#[derive(Clone)]
+pub struct RequestLog(Arc<Mutex<Vec<Request>>>);
+
+impl RequestLog {
+    pub fn hits(&self) -> usize {
+        self.0.lock().map(|r| r.len()).unwrap_or(0)
     }
 }
 

@@ -191,6 +191,29 @@ impl Watched {
         self.wait()
     }
 
+    /// Sends `signal` (e.g. `INT`) to the run, as a user's Ctrl-C would.
+    pub fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal}");
+    }
+
+    /// Waits for the run to end; after `limit` (only a bound against a hang, never a timing
+    /// assertion) kills it and panics with what it printed.
+    pub fn wait_within(&mut self, limit: Duration) -> Ended {
+        let end = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.wait();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let ended = self.wait();
+        panic!("the run did not end within {limit:?}:\n{ended}");
+    }
+
     pub fn wait(&mut self) -> Ended {
         use std::os::unix::process::ExitStatusExt;
         let status = self.child.wait().expect("wait for deployctl");
