@@ -125,7 +125,7 @@ fn reconcile_deploy(app: &App, next: &str, live_color: &str) -> support::Run {
         "blue"
     });
     let leftover = app.container_id(&idle);
-    let run = app.deploy(next, &[]);
+    let run = app.run(&["deploy", "--release", next, "--output", "json"], &[]);
     assert_eq!(run.code, 0, "the deploy after the kill: {run}");
     assert_eq!(app.serving().as_deref(), Some(next));
     if let Some(old_id) = leftover {
@@ -322,7 +322,9 @@ fn kill9_during_the_drain() {
     if still_open {
         // Its container is the idle colour's leftover: removing it would cut the request.
         assert!(
-            next.stderr.contains("==> drain"),
+            next.events()
+                .iter()
+                .any(|e| e["event"] == "phase_started" && e["phase"] == "drain"),
             "the next deploy waited for the request in flight before removing v1: {next}"
         );
     } else {

@@ -66,6 +66,20 @@ impl Ended {
         self.events.iter().any(|e| phase_done(phase)(e))
     }
 
+    /// The `info` and `warning` messages and the result's `error`, one per line: what the run
+    /// would have printed as text.
+    pub fn messages(&self) -> String {
+        self.events
+            .iter()
+            .filter_map(|e| match e["event"].as_str() {
+                Some("info" | "warning") => e["message"].as_str(),
+                None => e["error"].as_str(),
+                _ => None,
+            })
+            .map(|m| format!("{m}\n"))
+            .collect()
+    }
+
     /// `phase event detail` of every phase event, in order: what an assertion message shows.
     pub fn phases(&self) -> Vec<String> {
         self.events
