@@ -1,6 +1,8 @@
 //! The built-in proxy, in-process: a proxy on loopback with a temp state dir in front of tiny
 //! upstream servers that answer their own name.
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -569,11 +571,8 @@ async fn unhealthy_or_unreachable_target_is_refused_and_live_stays() {
     assert!(msg.contains("health check failed"), "{msg}");
     assert!(msg.contains("500"), "{msg}");
 
-    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let closed_addr = closed.local_addr().expect("addr");
-    drop(closed);
     let mut gone = v1.target();
-    gone.addr = closed_addr.to_string();
+    gone.addr = format!("127.0.0.1:{}", support::free_port());
     gone.container = "app-gone".into();
     let err = proxy::client_switch(dir.path(), switch_req(gone, 1000))
         .await
