@@ -196,9 +196,9 @@ cleanup() {
         for id in $(docker images -q --filter "label=deployctl.app=$APP_NAME" 2>/dev/null | sort -u); do
             docker rmi -f "$id" >/dev/null 2>&1
         done
-        docker rm -f "deployctl-lock-$APP_NAME-drt" >/dev/null 2>&1
-        docker network rm "deployctl-$APP_NAME-drt" >/dev/null 2>&1
-        docker volume rm "deployctl-$APP_NAME-drt-state" >/dev/null 2>&1
+        docker rm -f "deployctl-lock-$APP_NAME.drt" >/dev/null 2>&1
+        docker network rm "deployctl-$APP_NAME.drt" >/dev/null 2>&1
+        docker volume rm "deployctl-$APP_NAME.drt-state" >/dev/null 2>&1
     fi
     rm -rf "$WORK"
 }
@@ -267,9 +267,9 @@ for v in v1 v2; do
     }
 done
 [[ $(serving) == v2 ]] || fail "v2 does not serve before the restart"
-PROXY="deployctl-proxy-$APP_NAME-drt"
-BLUE="$APP_NAME-drt-blue"
-GREEN="$APP_NAME-drt-green"
+PROXY="deployctl-proxy-$APP_NAME.drt"
+BLUE="$APP_NAME.drt-blue"
+GREEN="$APP_NAME.drt-green"
 running() { docker inspect --format '{{.State.Running}}' "$1" 2>/dev/null; }
 [[ $(running "$BLUE") == false && $(running "$GREEN") == true ]] || fail "unexpected containers before the restart"
 
