@@ -571,11 +571,13 @@ dctl_app() {
         "${wrap[@]}" "$DCTL" "$@" --env bench --config "$APP_DIR/deploy.toml" </dev/null
 }
 
+# `--output json` writes JSON lines: one per event as it happens, then the result document (whose
+# `events` array repeats them all) as the last line; `jq -s 'last'` reads that document.
 # phase_ms JSON_FILE PHASE → summed elapsed of the finished phases with that name
 phase_ms() {
-    jq -r --arg p "$2" '[.events[]? | select(.event == "phase_finished" and .phase == $p) | .elapsed_ms] | add // 0' "$1"
+    jq -rs --arg p "$2" 'last | [.events[]? | select(.event == "phase_finished" and .phase == $p) | .elapsed_ms] | add // 0' "$1"
 }
-phases_of() { jq -r '[.events[]? | select(.event == "phase_finished") | "\(.phase) \(.elapsed_ms)"] | join(", ")' "$1"; }
+phases_of() { jq -rs 'last | [.events[]? | select(.event == "phase_finished") | "\(.phase) \(.elapsed_ms)"] | join(", ")' "$1"; }
 
 D_TOTAL=() D_OVER=() D_NOBUILD=() S_TOTAL=() S_OVER=() S_NOBUILD=()
 
@@ -589,7 +591,7 @@ dctl_deploy() {
     t1=$(now_us)
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", (b - a) / 1000 }')
     if ((rc != 0)) || [[ $(curl -fsS -m 2 "http://127.0.0.1:$DCTL_PORT/" 2>/dev/null) != *"version=$v "* ]]; then
-        row 4 "deployctl deploy $v" "failed (exit $rc): $(jq -r '.failure.reason // .error // empty' "$f" 2>/dev/null | tr '\n' ' ')$(tail -n 1 "$WORK/deploy-$v.err")" "" "missed"
+        row 4 "deployctl deploy $v" "failed (exit $rc): $(jq -rs 'last | .failure.reason // .error // empty' "$f" 2>/dev/null | tr '\n' ' ')$(tail -n 1 "$WORK/deploy-$v.err")" "" "missed"
         return 1
     fi
     local build start health switch over peak
@@ -722,7 +724,7 @@ EOF
     # as the dry-run plan shows): removed at the end unless it was there before.
     local proxy_image
     proxy_image=$(dctl_app deploy --dry-run --release b1 --output json 2>/dev/null |
-        jq -r '[.. | objects | .image? // empty | strings | select(startswith("deployctl-proxy:"))][0] // empty')
+        jq -rs 'last | [.. | objects | .image? // empty | strings | select(startswith("deployctl-proxy:"))][0] // empty')
     if [[ -n $proxy_image ]] && ! docker image inspect "$proxy_image" >/dev/null 2>&1; then
         PROXY_IMAGE=$proxy_image
     fi
@@ -803,7 +805,7 @@ section_rollback() {
     for p in "${PIDS[@]}"; do [[ $p != "$poll_pid" ]] && keep+=("$p"); done
     PIDS=("${keep[@]}")
     if ((rc != 0)) || [[ ! -s $seen ]]; then
-        row 5 "rollback" "failed (exit $rc): $(jq -r '.failure.reason // .error // empty' "$WORK/rollback.json" 2>/dev/null | tr '\n' ' ')$(tail -n 1 "$WORK/rollback.err")" "< 1 s" "missed"
+        row 5 "rollback" "failed (exit $rc): $(jq -rs 'last | .failure.reason // .error // empty' "$WORK/rollback.json" 2>/dev/null | tr '\n' ' ')$(tail -n 1 "$WORK/rollback.err")" "< 1 s" "missed"
         return
     fi
     local serving cmd_wall
@@ -906,18 +908,25 @@ section_cli() {
     local shell_opt=()
     # -N runs the command without a shell (no shell start-up to correct for), hyperfine ≥ 1.13.
     hyperfine --help 2>/dev/null | grep -q -- '--shell' && hyperfine -N --runs 1 true >/dev/null 2>&1 && shell_opt=(-N)
-    local name cmd target
-    for name in help dryrun; do
+    local name cmd target extra
+    for name in help dryrun check; do
+        extra=()
         if [[ $name == help ]]; then
             cmd="$DCTL --help"
             target=20
-        else
+        elif [[ $name == dryrun ]]; then
             cmd="$DCTL deploy --env staging --dry-run --release bench"
             target=300
+        else
+            # Every prerequisite check of this repository (was a wall-clock bound in
+            # tests/prereq.rs); a failing check is a result here, not a benchmark failure.
+            cmd="$DCTL check --env staging"
+            target=300
+            extra=(-i)
         fi
         log "hyperfine: $cmd"
         if ! (cd "$ROOT" && env -u DEPLOYCTL_ENV -u DEPLOYCTL_CONFIG NO_COLOR=1 timeout 180 \
-            hyperfine "${shell_opt[@]}" --warmup 3 --style basic --export-json "$WORK/hf-$name.json" "$cmd" \
+            hyperfine "${shell_opt[@]}" "${extra[@]}" --warmup 3 --style basic --export-json "$WORK/hf-$name.json" "$cmd" \
             >"$WORK/hf-$name.txt" 2>&1); then
             row 7 "\`${cmd#"$BIN_DIR"/}\`" "failed: $(tail -n 2 "$WORK/hf-$name.txt" | tr '\n' ' ')" "< $target ms" "missed"
             continue

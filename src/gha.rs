@@ -5,7 +5,7 @@
 //! Everything here is pure string building or a file append; `src/output.rs` decides when to print.
 //! Rules for the printer:
 //! - The runner reads workflow commands from stdout *and* stderr, so print them to stderr and keep
-//!   stdout for the result (`--output json` stays one clean document).
+//!   stdout for the result (`--output json`: nothing but its JSON lines).
 //! - Print [`mask_lines`] first, before anything else, and NOT through the redactor (it would
 //!   turn `::add-mask::s3cret` into `::add-mask::***`, which masks nothing).
 //! - Streamed untrusted output (build, hooks, container logs) goes between

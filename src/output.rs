@@ -1,5 +1,6 @@
 //! The one place that decides what reaches the terminal: human progress (indicatif on a TTY,
-//! plain lines otherwise), one JSON document with `--output json`, and tracing logs on stderr.
+//! plain lines otherwise), JSON lines with `--output json` (each event on its own line as it
+//! happens, then the result document as the last line), and tracing logs on stderr.
 //! Every string passes through the redactor on its way out.
 
 use std::io::{IsTerminal, Write};
@@ -91,7 +92,7 @@ pub struct Output {
     /// ANSI colours on stderr (also for log lines).
     colored: bool,
     spinner: Mutex<Option<ProgressBar>>,
-    /// Events kept for the JSON document.
+    /// Events so far, repeated in the result document's `events` array (the last line).
     events: Mutex<Vec<Value>>,
     /// Set when running as a GitHub Actions step: masks, groups, annotations, summary, outputs.
     gha: Option<crate::gha::Gha>,
@@ -221,7 +222,8 @@ impl Output {
         }
     }
 
-    /// The final result of a command: text for humans on stdout, or the JSON document.
+    /// The final result of a command: text for humans on stdout, or the JSON result document as
+    /// the last line (with every event of the run in its `events` array).
     pub fn result(&self, human: &str, json: Value) {
         self.set_spinner(None);
         match self.format {
@@ -238,10 +240,7 @@ impl Output {
                 {
                     map.insert("events".into(), Value::Array(events.clone()));
                 }
-                redact_json(&mut doc);
-                let json = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
-                // JSON escapes CR and LF inside strings; this is only belt and braces.
-                print_stdout(&printable(&json));
+                print_json_line(&doc);
             }
         }
     }
@@ -295,10 +294,14 @@ impl Output {
 impl Reporter for Output {
     fn event(&self, event: Event) {
         if self.format == Format::Json {
-            if let Ok(mut events) = self.events.lock()
-                && let Ok(value) = serde_json::to_value(&event)
-            {
-                events.push(value);
+            if let Ok(value) = serde_json::to_value(&event) {
+                // Streamed at once (a machine waits on it), and kept for the result document.
+                // Under the lock: lines of concurrent events never interleave, and the order on
+                // stdout is the order in `events`.
+                if let Ok(mut events) = self.events.lock() {
+                    print_json_line(&value);
+                    events.push(value);
+                }
             }
             return;
         }
@@ -376,6 +379,15 @@ impl Reporter for Output {
             }
         }
     }
+}
+
+/// One JSON value as one line of stdout, redacted. JSON escapes CR and LF inside strings, so a
+/// value never spans lines; `printable` is only belt and braces.
+fn print_json_line(value: &Value) {
+    let mut value = value.clone();
+    redact_json(&mut value);
+    let json = serde_json::to_string(&value).unwrap_or_else(|_| "{}".into());
+    print_stdout(&printable(&json));
 }
 
 /// A closed stdout (`| head`) is not an error worth a panic.

@@ -46,7 +46,7 @@ fn deploy_v1_then_v2_then_rollbacks() {
     assert_eq!(app.status_json()["live"]["version"], "v2");
 
     let releases = app.run(&["releases", "--output", "json"], &[]);
-    let doc: serde_json::Value = serde_json::from_str(&releases.stdout).expect("releases JSON");
+    let doc: serde_json::Value = releases.json();
     let versions: Vec<&str> = doc["releases"]
         .as_array()
         .expect("array")
@@ -130,9 +130,7 @@ fn verify_failure_after_the_switch_rolls_back() {
     let status = app.status_json();
     assert_eq!(status["live"]["version"], "v1", "{status}");
     assert!(stats.sent > 0);
-    let doc: serde_json::Value =
-        serde_json::from_str(&app.run(&["releases", "--output", "json"], &[]).stdout)
-            .expect("releases JSON");
+    let doc: serde_json::Value = app.run(&["releases", "--output", "json"], &[]).json();
     let last = doc["releases"]
         .as_array()
         .and_then(|r| r.last())
@@ -148,7 +146,11 @@ fn zero_downtime_through_deploy_and_rollbacks() {
     let run = app.deploy("v1", &[]);
     assert_eq!(run.code, 0, "{run}");
     let load = Load::start(app.port, 120);
-    std::thread::sleep(Duration::from_millis(500));
+    let sent = || load.stats.lock().expect("stats").sent;
+    assert!(
+        wait_until(Duration::from_secs(30), || sent() >= 50),
+        "the load loop runs"
+    );
     let deploy = app.deploy("v2", &[]);
     // Passes the gate, then its health checks fail during the verify window: rolled back
     // automatically while `/` keeps answering, so every failed request would be the tool's fault.
@@ -157,7 +159,12 @@ fn zero_downtime_through_deploy_and_rollbacks() {
         &[("DEMO_MODE", "unhealthy_after"), ("DEMO_FAIL_AFTER", "4")],
     );
     let manual = app.run(&["rollback"], &[]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Some more requests after the rollback, to the release it restored.
+    let after = sent();
+    assert!(
+        wait_until(Duration::from_secs(30), || sent() >= after + 50),
+        "the load loop runs after the rollback"
+    );
     let stats = load.stop();
     assert_eq!(deploy.code, 0, "{deploy}");
     assert_eq!(auto.code, 1, "{auto}");
@@ -216,42 +223,13 @@ fn two_deploys_at_once_one_is_locked_out() {
     assert!(status.stdout.contains("is free"), "{status}");
 }
 
-fn interrupt_during(app: &App, version: &str, env: &[(&str, &str)], wait_for: &str) {
-    let mut child = app
-        .command(&["deploy", "--release", version, "-v"], env)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                seen.lock().expect("seen").push_str(&(line + "\n"));
-            }
-        })
-    };
-    assert!(
-        wait_until(Duration::from_secs(60), || seen
-            .lock()
-            .expect("seen")
-            .contains(wait_for)),
-        "never reached `{wait_for}`:\n{}",
-        seen.lock().expect("seen")
-    );
-    let sent = std::time::Instant::now();
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let status = child.wait().expect("wait");
-    let _ = reader.join();
-    assert!(sent.elapsed() < Duration::from_secs(5), "exited within 5 s");
-    assert_eq!(status.code(), Some(130), "{}", seen.lock().expect("seen"));
+/// `deploy <version>` interrupted with SIGINT once it emits the event `at` picks: it exits 130.
+fn interrupt_during(app: &App, version: &str, env: &[(&str, &str)], at: support::Trigger) {
+    let mut run = app.spawn_watched(&["deploy", "--release", version], env, at);
+    run.wait_trigger(Duration::from_secs(60));
+    run.signal("INT");
+    let ended = run.wait_within(Duration::from_secs(60));
+    assert_eq!(ended.code, Some(130), "{ended}");
 }
 
 #[test]
@@ -261,7 +239,12 @@ fn sigint_during_health_wait_and_drain_keeps_the_old_release() {
     assert_eq!(run.code, 0, "{run}");
 
     // During the health wait: v2 never answers (an app answering errors would fail fast).
-    interrupt_during(&app, "v2", &[("DEMO_MODE", "refuse")], "[health]");
+    interrupt_during(
+        &app,
+        "v2",
+        &[("DEMO_MODE", "refuse")],
+        support::probe_failed(),
+    );
     assert_eq!(app.serving().as_deref(), Some("v1"));
     assert!(!app.lock_exists(), "lock released");
     assert_eq!(app.status_json()["live"]["version"], "v1");
@@ -269,8 +252,11 @@ fn sigint_during_health_wait_and_drain_keeps_the_old_release() {
     // During the drain: a slow request to v1 keeps the drain open while we interrupt.
     let port = app.port;
     let slow = std::thread::spawn(move || support::http_get(port, "/slow?ms=2500"));
-    std::thread::sleep(Duration::from_millis(300));
-    interrupt_during(&app, "v3", &[], "==> switch");
+    assert!(
+        wait_until(Duration::from_secs(10), || app.proxy_in_flight() >= Some(1)),
+        "the slow request is in flight"
+    );
+    interrupt_during(&app, "v3", &[], support::phase_started("switch"));
     let _ = slow.join();
     assert_eq!(app.serving().as_deref(), Some("v1"), "traffic back on v1");
     assert!(!app.lock_exists(), "lock released");
@@ -306,7 +292,7 @@ fn dry_run_changes_nothing() {
         &[],
     );
     assert_eq!(run.code, 0, "{run}");
-    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan JSON");
+    let plan: serde_json::Value = run.json();
     assert_eq!(plan["plan"]["version"], "v9");
     assert_eq!(plan["plan"]["container"], app.container("blue"));
     let created = support::docker(&[

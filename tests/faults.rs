@@ -2,13 +2,14 @@
 //! deploy (nothing of it runs afterwards: no cleanup, no lock release), and the live app container
 //! killed under a deployed release. Throughout, a load loop hits the public endpoint and no
 //! request may fail; afterwards the next runs must reconcile what was left behind.
+//! The runs to kill are followed through their `--output json` events (see tests/support/watch.rs).
 //! The apps run without a verify window: it would only add its length to each of the many deploys.
 
 mod support;
 
 use std::time::Duration;
 
-use support::{App, Ended, Load, LoadStats, wait_until};
+use support::{App, Ended, Load, LoadStats, Trigger, phase_done, phase_started, wait_until};
 
 /// Longest any single phase may take to show up on a loaded 2-core machine.
 const PHASE_WAIT: Duration = Duration::from_secs(90);
@@ -33,30 +34,25 @@ fn assert_no_failed_requests(stats: &LoadStats, versions: &[&str]) {
     }
 }
 
-/// `deploy <version> -v`, killed with SIGKILL as soon as a stderr line contains `trigger`.
+/// `deploy <version>`, killed with SIGKILL as soon as it emits the event `trigger` picks;
+/// returns that event and how the run ended.
 fn deploy_killed_at(
     app: &App,
     version: &str,
     env: &[(&str, &str)],
-    trigger: &str,
-) -> (String, Ended) {
+    trigger: Trigger,
+) -> (serde_json::Value, Ended) {
     let mut run = app.spawn_watched(&["deploy", "--release", version], env, trigger);
-    let line = run.wait_trigger(PHASE_WAIT);
+    let event = run.wait_trigger(PHASE_WAIT);
     let ended = run.kill9();
-    assert_eq!(
-        ended.signal,
-        Some(9),
-        "killed by SIGKILL:\n{}",
-        ended.stderr
-    );
-    (line, ended)
+    assert_eq!(ended.signal, Some(9), "killed by SIGKILL:\n{ended}");
+    (event, ended)
 }
 
 fn release_outcomes(app: &App) -> Vec<(String, String, String)> {
     let run = app.run(&["releases", "--output", "json"], &[]);
     assert_eq!(run.code, 0, "{run}");
-    let doc: serde_json::Value =
-        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("releases JSON: {e}\n{run}"));
+    let doc: serde_json::Value = run.json();
     doc["releases"]
         .as_array()
         .map(|a| {
@@ -88,7 +84,7 @@ fn reconcile(app: &App, expect_live: &str, next: &str) -> bool {
 fn reconcile_lock(app: &App, expect_live: &str, next: &str) -> (bool, String) {
     let status = app.run(&["status", "--output", "json"], &[]);
     assert_eq!(status.code, 0, "status after the kill: {status}");
-    let doc: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let doc: serde_json::Value = status.json();
     assert_eq!(doc["live"]["version"], expect_live, "{doc}");
     assert_eq!(doc["healthy"], true, "{doc}");
     let live_color = doc["live"]["color"].as_str().unwrap_or("").to_string();
@@ -129,7 +125,7 @@ fn reconcile_deploy(app: &App, next: &str, live_color: &str) -> support::Run {
         "blue"
     });
     let leftover = app.container_id(&idle);
-    let run = app.deploy(next, &[]);
+    let run = app.run(&["deploy", "--release", next, "--output", "json"], &[]);
     assert_eq!(run.code, 0, "the deploy after the kill: {run}");
     assert_eq!(app.serving().as_deref(), Some(next));
     if let Some(old_id) = leftover {
@@ -164,11 +160,10 @@ fn kill9_after_the_build() {
     let app = App::with_verify("dctk9b", "0s");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
-    let (_, ended) = deploy_killed_at(&app, "v2", &[], "✓ build");
+    let (_, ended) = deploy_killed_at(&app, "v2", &[], phase_done("build"));
     assert!(
         app.container_id(&app.container("green")).is_none(),
-        "{}",
-        ended.stderr
+        "{ended}"
     );
     assert!(
         support::docker(&["image", "inspect", &format!("{}:v2", app.name)]).is_ok(),
@@ -179,8 +174,8 @@ fn kill9_after_the_build() {
     eprintln!("after the build: lock left behind: {lock_left}");
 
     // A moment later: built and locked, nothing else changed yet.
-    let (_, ended) = deploy_killed_at(&app, "v4", &[], "✓ lock");
-    assert!(app.lock_exists(), "{}", ended.stderr);
+    let (_, ended) = deploy_killed_at(&app, "v4", &[], phase_done("lock"));
+    assert!(app.lock_exists(), "{ended}");
     assert!(reconcile(&app, "v3", "v5"));
     let stats = load.stop();
     assert_no_failed_requests(&stats, &["v1", "v3", "v5"]);
@@ -191,12 +186,11 @@ fn kill9_after_the_new_container_starts() {
     let app = App::with_verify("dctk9s", "0s");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
-    let (_, ended) = deploy_killed_at(&app, "v2", &[], "✓ start");
+    let (_, ended) = deploy_killed_at(&app, "v2", &[], phase_done("start"));
     assert_eq!(
         app.container_running(&app.container("green")),
         Some(true),
-        "v2 was left running, not live:\n{}",
-        ended.stderr
+        "v2 was left running, not live:\n{ended}"
     );
     assert_eq!(app.serving().as_deref(), Some("v1"));
     let ledger = release_outcomes(&app);
@@ -228,9 +222,12 @@ fn kill9_during_the_health_wait() {
         &app,
         "v2",
         &[("DEMO_MODE", "refuse")],
-        "[health] check failed",
+        support::probe_failed(),
     );
-    assert!(ended.stderr.contains("==> health"), "{}", ended.stderr);
+    assert!(
+        ended.started("health") && !ended.finished("health"),
+        "{ended}"
+    );
     assert_eq!(app.serving().as_deref(), Some("v1"));
     assert!(reconcile(&app, "v1", "v3"), "the lock was left behind");
     let stats = load.stop();
@@ -244,14 +241,28 @@ fn kill9_during_the_health_wait() {
     );
 }
 
+/// Killed once its switch is done, while it watches the new release: the old colour is only
+/// stopped after the verify window, so it must still run. The killed run gets a verify window
+/// far longer than any delay of the kill (its events arrive in order: `switch` done, then
+/// `verify` started, and the kill lands at the latter); the other runs have none.
 #[test]
 fn kill9_right_after_the_switch() {
-    let app = App::with_verify("dctk9w", "0s");
+    let app = App::with_verify("dctk9w", "${DCTK_VERIFY:-0s}");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
-    let (_, ended) = deploy_killed_at(&app, "v2", &[], "✓ switch");
+    let (_, ended) = deploy_killed_at(
+        &app,
+        "v2",
+        &[("DCTK_VERIFY", "10m")],
+        phase_started("verify"),
+    );
+    assert!(ended.finished("switch"), "{ended}");
+    assert!(
+        !ended.started("stop"),
+        "killed before the old colour's stop: {ended}"
+    );
     // The switch completed before the kill: v2 serves, v1 was never stopped.
-    assert_eq!(app.serving().as_deref(), Some("v2"), "{}", ended.stderr);
+    assert_eq!(app.serving().as_deref(), Some("v2"), "{ended}");
     assert_eq!(app.container_running(&app.container("blue")), Some(true));
     assert!(reconcile(&app, "v2", "v3"), "the lock was left behind");
     let stats = load.stop();
@@ -283,7 +294,7 @@ fn kill9_during_the_drain() {
     let app = App::with_overlay("dctk9d", "0s", "[deploy]\ndrain_timeout = \"40s\"\n");
     deploy_ok(&app, "v1");
     let load = Load::start(app.port, 40);
-    let mut run = app.spawn_watched(&["deploy", "--release", "v2"], &[], "✓ start");
+    let mut run = app.spawn_watched(&["deploy", "--release", "v2"], &[], phase_done("start"));
     run.wait_trigger(PHASE_WAIT);
     // In flight to v1 when the switch happens, and still for most of drain_timeout after it: it
     // must finish on v1 although deployctl dies and the next deploy comes.
@@ -295,15 +306,14 @@ fn kill9_during_the_drain() {
     assert!(
         wait_until(Duration::from_secs(10), || app.serving().as_deref()
             == Some("v2")),
-        "the switch happened:\n{}",
-        run.stderr()
+        "the switch happened:\n{:?}",
+        run.events()
     );
     let ended = run.kill9();
     assert_eq!(ended.signal, Some(9));
     assert!(
-        ended.stderr.contains("==> switch") && !ended.stderr.contains("✓ switch"),
-        "killed during the drain, not after it:\n{}",
-        ended.stderr
+        ended.started("switch") && !ended.finished("switch"),
+        "killed during the drain, not after it:\n{ended}"
     );
     let (lock_left, live_color) = reconcile_lock(&app, "v2", "v3");
     assert!(lock_left, "the lock was left behind");
@@ -312,7 +322,9 @@ fn kill9_during_the_drain() {
     if still_open {
         // Its container is the idle colour's leftover: removing it would cut the request.
         assert!(
-            next.stderr.contains("==> drain"),
+            next.events()
+                .iter()
+                .any(|e| e["event"] == "phase_started" && e["phase"] == "drain"),
             "the next deploy waited for the request in flight before removing v1: {next}"
         );
     } else {
@@ -342,8 +354,9 @@ fn kill9_during_pruning() {
     assert!(exists("v1"), "v1 is kept while it is the last good release");
     let load = Load::start(app.port, 40);
     // v3 replaces v2; with keep_releases = 1 the image of v1 goes.
-    let (line, ended) = deploy_killed_at(&app, "v3", &[], "==> prune");
-    assert!(line.contains(&image("v1")), "{line}\n{}", ended.stderr);
+    let (event, ended) = deploy_killed_at(&app, "v3", &[], phase_started("prune"));
+    let detail = event["detail"].as_str().unwrap_or("");
+    assert!(detail.contains(&image("v1")), "{event}\n{ended}");
     assert_eq!(app.serving().as_deref(), Some("v3"));
     eprintln!(
         "during pruning: the image of v1 was {} when the kill landed",
@@ -385,10 +398,10 @@ fn live_container_killed_or_crashed() {
     let status = app.run(&["status"], &[]);
     assert_eq!(status.code, 0, "{status}");
 
-    // `docker kill` counts as a manual stop: unless-stopped does not restart it.
+    // `docker kill` counts as a manual stop: unless-stopped does not restart it (it is still down
+    // after the `status` runs below, and its restart count stays at 1).
     support::docker(&["kill", &blue]).expect("docker kill");
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(app.container_running(&blue), Some(false), "stays down");
+    assert_eq!(app.container_running(&blue), Some(false));
     let status = app.run(&["status"], &[]);
     assert_eq!(status.code, 1, "{status}");
     assert!(
@@ -403,6 +416,10 @@ fn live_container_killed_or_crashed() {
         problems.contains("exited") && problems.contains("docker start"),
         "{problems}"
     );
+    assert_eq!(app.container_running(&blue), Some(false), "stays down");
+    let restarts = support::docker(&["inspect", "--format", "{{.RestartCount}}", &blue])
+        .expect("restart count");
+    assert_eq!(restarts.trim(), "1", "not restarted after the manual stop");
 
     // The next deploy puts a healthy release back.
     deploy_ok(&app, "v2");

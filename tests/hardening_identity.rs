@@ -308,14 +308,18 @@ fn item03_each_environment_runs_the_image_it_built() {
     // (same version, same tag) with its own build args and deploys it.
     let run = app.run(&["lock", "acquire", "--reason", "item03"], &[]);
     assert_eq!(run.code, 0, "{run}");
-    let mut waiting = app.spawn_watched(&["deploy", "--lock-wait", "120s"], &[], "==> lock");
+    let mut waiting = app.spawn_watched(
+        &["deploy", "--lock-wait", "120s"],
+        &[],
+        support::phase_started("lock"),
+    );
     waiting.wait_trigger(std::time::Duration::from_secs(120));
     let run = in_stg(&app, &["deploy"]);
     assert_eq!(run.code, 0, "{run}");
     let run = app.run(&["lock", "release", "--force"], &[]);
     assert_eq!(run.code, 0, "{run}");
     let ended = waiting.wait();
-    assert_eq!(ended.code, Some(0), "{}", ended.stderr);
+    assert_eq!(ended.code, Some(0), "{ended}");
 
     let (test_image, test_flavor) = image_of(&app.container("blue"));
     let (_, stg_flavor) = image_of(&format!("{}.stg-blue", app.name));

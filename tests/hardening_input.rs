@@ -195,7 +195,7 @@ fn item18_remote_engine_url_in_dry_run() {
     let args = ["deploy", "--dry-run", "--output", "json", "--skip-tests"];
     let run = app.run(&args, &[("DOCKER_HOST", "")]);
     assert_eq!(run.code, 0, "{run}");
-    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan JSON");
+    let plan: serde_json::Value = run.json();
     assert_eq!(plan["plan"]["url"], format!("http://127.0.0.2:{port}"));
 
     std::fs::write(
@@ -206,7 +206,7 @@ fn item18_remote_engine_url_in_dry_run() {
     app.commit("public url");
     let run = app.run(&args, &[]);
     assert_eq!(run.code, 0, "{run}");
-    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan JSON");
+    let plan: serde_json::Value = run.json();
     assert_eq!(plan["plan"]["url"], "https://shop.example.test");
 }
 
@@ -224,7 +224,7 @@ fn item19_deploy_takes_release_not_version() {
         &[],
     );
     assert_eq!(run.code, 0, "{run}");
-    let plan: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan JSON");
+    let plan: serde_json::Value = run.json();
     assert_eq!(plan["plan"]["version"], "v7");
     // -V/--version stays the program's version.
     let run = app.run(&["--version"], &[]);
@@ -274,7 +274,7 @@ fn item19_dry_run_shows_every_health_rule_with_header_values_redacted() {
     let json = app.run(&["deploy", "--dry-run", "--output", "json"], &env);
     assert_eq!(json.code, 0, "{json}");
     assert!(!json.stdout.contains(secret), "{json}");
-    let plan: serde_json::Value = serde_json::from_str(&json.stdout).expect("plan JSON");
+    let plan: serde_json::Value = json.json();
     let wait = plan["plan"]["steps"]
         .as_array()
         .expect("steps")
@@ -308,7 +308,7 @@ fn item19_ledger_author_is_git_author_or_github_actor_before_user() {
     let run = app.deploy("v2", &actions);
     assert_eq!(run.code, 0, "{run}");
     let releases = app.run(&["releases", "--output", "json"], &[]);
-    let doc: serde_json::Value = serde_json::from_str(&releases.stdout).expect("releases JSON");
+    let doc: serde_json::Value = releases.json();
     let authors: Vec<(&str, &str)> = doc["releases"]
         .as_array()
         .expect("array")
@@ -332,7 +332,7 @@ fn item19_phase_events_say_their_unit() {
     let app = App::new("inp19e");
     let run = app.run(&["deploy", "--output", "json"], &[]);
     assert_eq!(run.code, 0, "{run}");
-    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("report JSON");
+    let doc: serde_json::Value = run.json();
     let finished: Vec<&serde_json::Value> = doc["events"]
         .as_array()
         .expect("events")
@@ -343,6 +343,33 @@ fn item19_phase_events_say_their_unit() {
     for e in finished {
         assert!(e["elapsed_ms"].is_u64(), "{e}");
         assert!(e.get("elapsed").is_none(), "{e}");
+    }
+    // Streamed as JSON lines while the deploy ran, one per event, in the order of `events`;
+    // the result document comes last.
+    let streamed = run.events();
+    assert_eq!(Some(&streamed), doc["events"].as_array(), "{run}");
+    assert!(
+        doc.get("event").is_none(),
+        "the last line is the result: {doc}"
+    );
+    assert!(streamed.iter().all(|e| e["event"].is_string()), "{run}");
+    let phases = |kind: &str| -> Vec<String> {
+        streamed
+            .iter()
+            .filter(|e| e["event"] == kind)
+            .map(|e| e["phase"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let (started, ended) = (phases("phase_started"), phases("phase_finished"));
+    assert_eq!(
+        started.len(),
+        ended.len(),
+        "every start has its finish: {run}"
+    );
+    for phase in ["build", "health", "switch"] {
+        let s = started.iter().position(|p| p == phase);
+        let f = ended.iter().position(|p| p == phase);
+        assert!(s.is_some() && f.is_some(), "{phase}: {started:?} {ended:?}");
     }
 }
 

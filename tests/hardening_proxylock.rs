@@ -114,10 +114,10 @@ fn item12_lock_race_loser_names_the_holder() {
 #[test]
 fn item12_deploy_reports_a_dead_holder_with_the_exact_release_command() {
     let app = App::new("dctlkdead");
-    let mut killed = app.spawn_watched(&["deploy"], &[], "✓ lock");
+    let mut killed = app.spawn_watched(&["deploy"], &[], support::phase_done("lock"));
     killed.wait_trigger(Duration::from_secs(180));
     let ended = killed.kill9();
-    assert!(ended.code.is_none(), "killed by SIGKILL: {}", ended.stderr);
+    assert!(ended.code.is_none(), "killed by SIGKILL: {ended}");
     assert!(app.lock_exists(), "the killed deploy left its lock");
 
     let blocked = app.run(&["deploy"], &[]);

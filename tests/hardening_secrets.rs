@@ -46,7 +46,7 @@ fn raw_ledger(app: &App) -> String {
 fn releases_json(app: &App) -> (Run, serde_json::Value) {
     let run = app.run(&["releases", "--output", "json"], &[]);
     assert_eq!(run.code, 0, "{run}");
-    let value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("JSON: {e}\n{run}"));
+    let value = run.json();
     (run, value)
 }
 

@@ -4,10 +4,8 @@
 
 mod support;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deployctl::config::{LoadOptions, load};
@@ -16,56 +14,18 @@ use support::{App, Run, wait_until};
 
 // ---------------------------------------------------------------- item 2
 
-/// Runs `deploy <version> -v`, sends SIGINT as soon as a stderr line contains `trigger`, and
-/// returns the exit code and everything deployctl printed on stderr.
+/// Runs `deploy <version>`, sends SIGINT as soon as it emits the event `trigger` picks, and
+/// returns how it ended (its events, with every message it printed).
 fn deploy_interrupted_at(
     app: &App,
     version: &str,
     env: &[(&str, &str)],
-    trigger: &str,
-) -> (Option<i32>, String) {
-    let mut child = app
-        .command(&["deploy", "--release", version, "-v"], env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn deployctl");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let (tx, triggered) = std::sync::mpsc::channel();
-    let reader = {
-        let (seen, trigger) = (seen.clone(), trigger.to_string());
-        std::thread::spawn(move || {
-            let mut fired = false;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Ok(mut s) = seen.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-                // Sent from this thread at once: the phase may be short.
-                if !fired && line.contains(&trigger) {
-                    fired = true;
-                    let _ = tx.send(());
-                }
-            }
-        })
-    };
-    let reached = triggered.recv_timeout(Duration::from_secs(120));
-    if reached.is_err() {
-        let _ = child.kill();
-    } else {
-        let _ = std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
-    }
-    let status = child.wait().expect("wait for deployctl");
-    let _ = reader.join();
-    let stderr = seen.lock().map(|s| s.clone()).unwrap_or_default();
-    assert!(reached.is_ok(), "never reached `{trigger}`:\n{stderr}");
-    (status.code(), stderr)
+    trigger: support::Trigger,
+) -> support::Ended {
+    let mut run = app.spawn_watched(&["deploy", "--release", version], env, trigger);
+    run.wait_trigger(Duration::from_secs(120));
+    run.signal("INT");
+    run.wait_within(Duration::from_secs(180))
 }
 
 #[test]
@@ -78,8 +38,15 @@ fn item02_sigint_while_the_old_colour_stops_keeps_the_new_release_serving() {
     assert_eq!(run.code, 0, "{run}");
     let (blue, green) = (app.container("blue"), app.container("green"));
 
-    let (code, stderr) = deploy_interrupted_at(&app, "v2", &[], &format!("==> stop: {blue}"));
-    assert_eq!(code, Some(130), "{stderr}");
+    let stopping_blue: support::Trigger = {
+        let blue = blue.clone();
+        Box::new(move |e| {
+            e["event"] == "phase_started" && e["phase"] == "stop" && e["detail"] == blue.as_str()
+        })
+    };
+    let ended = deploy_interrupted_at(&app, "v2", &[], stopping_blue);
+    let stderr = format!("{}{}", ended.messages(), ended.stderr);
+    assert_eq!(ended.code, Some(130), "{ended}");
     assert!(
         !stderr.contains("traffic is back on v1"),
         "no switch back to the stopping v1:\n{stderr}"
@@ -106,7 +73,7 @@ fn item02_sigint_while_the_old_colour_stops_keeps_the_new_release_serving() {
     assert!(!app.lock_exists(), "lock released");
     // The ledger agrees with the proxy: v2 serves.
     let releases = app.run(&["releases", "--output", "json"], &[]);
-    let doc: serde_json::Value = serde_json::from_str(&releases.stdout).expect("releases JSON");
+    let doc: serde_json::Value = releases.json();
     let v2 = doc["releases"]
         .as_array()
         .and_then(|a| a.iter().rev().find(|r| r["version"] == "v2"))
@@ -255,7 +222,7 @@ fn probes(doc: &serde_json::Value) -> Vec<serde_json::Value> {
 
 fn deploy_json(app: &App, version: &str, env: &[(&str, &str)]) -> (Run, serde_json::Value) {
     let run = app.run(&["deploy", "--release", version, "--output", "json"], env);
-    let doc = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("JSON: {e}\n{run}"));
+    let doc = run.json();
     (run, doc)
 }
 

@@ -1,22 +1,14 @@
-//! Notifications against real HTTP servers on loopback.
+//! Notifications against real HTTP servers on loopback (the stub of tests/support/stub.rs).
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration as StdDuration, Instant};
+use std::sync::Mutex;
+use std::time::Duration as StdDuration;
 
 use deployctl::config::{Duration, Notify, NotifyEvent, NotifyKind};
 use deployctl::notify::{Delivery, Notification, send_all};
 use deployctl::report::{Event, Reporter};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use support::{Reply, Stub};
+
+mod support;
 
 const TOKEN: &str = "T0K3N-secret";
 const TIMEOUT: StdDuration = StdDuration::from_millis(300);
@@ -45,103 +37,6 @@ impl Collect {
     fn all_json(&self) -> String {
         serde_json::to_string(&*self.0.lock().unwrap()).unwrap()
     }
-}
-
-#[derive(Debug, Clone)]
-struct Captured {
-    method: String,
-    path: String,
-    content_type: String,
-    body: serde_json::Value,
-}
-
-/// An HTTP server recording every request; `respond(n, path)` gives the status and body of the
-/// n-th request (0-based).
-struct Server {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<Captured>>>,
-}
-
-impl Server {
-    async fn start(
-        respond: impl Fn(usize, &str) -> (u16, String) + Send + Sync + 'static,
-    ) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests: Arc<Mutex<Vec<Captured>>> = Arc::default();
-        let respond = Arc::new(respond);
-        let reqs = requests.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (reqs, respond) = (reqs.clone(), respond.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let (reqs, respond) = (reqs.clone(), respond.clone());
-                        async move {
-                            let method = req.method().to_string();
-                            let path = req.uri().path().to_string();
-                            let content_type = req
-                                .headers()
-                                .get("content-type")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string();
-                            let bytes = req.into_body().collect().await.unwrap().to_bytes();
-                            let body =
-                                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-                            let n = {
-                                let mut all = reqs.lock().unwrap();
-                                all.push(Captured {
-                                    method,
-                                    path: path.clone(),
-                                    content_type,
-                                    body,
-                                });
-                                all.len() - 1
-                            };
-                            let (status, text) = respond(n, &path);
-                            let response = Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from(text)))
-                                .unwrap();
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Server { addr, requests }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Captured> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-/// Accepts connections and never answers; counts them.
-async fn hanging_server() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let c = count.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                // Read whatever comes, answer nothing, keep the socket open until the client goes.
-                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    (addr, count)
 }
 
 fn target(kind: NotifyKind, url: String, on: &[NotifyEvent]) -> Notify {
@@ -187,7 +82,7 @@ fn assert_no_token(deliveries: &[Delivery], reporter: &Collect) {
 
 #[tokio::test]
 async fn each_kind_gets_its_payload_as_json() {
-    let server = Server::start(|_, _| (200, "ok".into())).await;
+    let server = Stub::start(|_, _| Reply::new(200, "ok"));
     let targets = [
         target(NotifyKind::Webhook, server.url("/webhook"), ALL),
         target(NotifyKind::Slack, server.url("/slack"), ALL),
@@ -215,10 +110,10 @@ async fn each_kind_gets_its_payload_as_json() {
     let by_path = |p: &str| requests.iter().find(|r| r.path == p).cloned().unwrap();
     for r in &requests {
         assert_eq!(r.method, "POST");
-        assert_eq!(r.content_type, "application/json");
+        assert_eq!(r.header("content-type").unwrap_or(""), "application/json");
     }
     assert_eq!(
-        by_path("/webhook").body,
+        by_path("/webhook").json(),
         serde_json::json!({
             "event": "success",
             "app": "demo",
@@ -232,8 +127,11 @@ async fn each_kind_gets_its_payload_as_json() {
         })
     );
     let line = "deployctl: demo 3f2a9c1 is live on production (was 1a2b3c4) in 42.0s — http://127.0.0.1:8080";
-    assert_eq!(by_path("/slack").body, serde_json::json!({ "text": line }));
-    let discord = by_path("/discord").body;
+    assert_eq!(
+        by_path("/slack").json(),
+        serde_json::json!({ "text": line })
+    );
+    let discord = by_path("/discord").json();
     assert_eq!(discord["content"], line);
     assert_eq!(
         discord["allowed_mentions"],
@@ -243,7 +141,7 @@ async fn each_kind_gets_its_payload_as_json() {
 
 #[tokio::test]
 async fn failure_payload_carries_the_reason() {
-    let server = Server::start(|_, _| (204, String::new())).await;
+    let server = Stub::start(|_, _| Reply::new(204, ""));
     let n = Notification {
         event: NotifyEvent::Failure,
         outcome: "rolled_back".into(),
@@ -265,7 +163,11 @@ async fn failure_payload_carries_the_reason() {
     let deliveries = send_all(&targets, &n, &Collect::default()).await;
     assert!(deliveries.iter().all(|d| d.ok), "{deliveries:?}");
     let requests = server.requests();
-    let webhook = &requests.iter().find(|r| r.path == "/webhook").unwrap().body;
+    let webhook = &requests
+        .iter()
+        .find(|r| r.path == "/webhook")
+        .unwrap()
+        .json();
     assert_eq!(webhook["event"], "failure");
     assert_eq!(webhook["outcome"], "rolled_back");
     // The webhook gets the reason as is; Slack gets it escaped.
@@ -273,7 +175,7 @@ async fn failure_payload_carries_the_reason() {
         webhook["reason"],
         "verify: error rate 0.25 > 0.01; rolled back to 1a2b3c4"
     );
-    let slack = requests.iter().find(|r| r.path == "/slack").unwrap().body["text"].clone();
+    let slack = requests.iter().find(|r| r.path == "/slack").unwrap().json()["text"].clone();
     assert_eq!(
         slack,
         "deployctl: demo 3f2a9c1 failed on production after 42.0s, traffic is back on 1a2b3c4: \
@@ -283,7 +185,7 @@ async fn failure_payload_carries_the_reason() {
 
 #[tokio::test]
 async fn only_targets_subscribed_to_the_event_are_notified() {
-    let server = Server::start(|_, _| (200, String::new())).await;
+    let server = Stub::start(|_, _| Reply::new(200, ""));
     let targets = [
         target(
             NotifyKind::Slack,
@@ -315,13 +217,11 @@ async fn only_targets_subscribed_to_the_event_are_notified() {
 
 #[tokio::test]
 async fn retries_5xx_and_429_until_success() {
-    let server = Server::start(|n, _| match n {
-        0 | 1 => (500, "boom".into()),
-        _ => (200, "ok".into()),
-    })
-    .await;
+    let server = Stub::start(|n, _| match n {
+        0 | 1 => Reply::new(500, "boom"),
+        _ => Reply::new(200, "ok"),
+    });
     let reporter = Collect::default();
-    let started = Instant::now();
     let deliveries = send_all(
         &[target(NotifyKind::Slack, server.url("/s"), ALL)],
         &success(),
@@ -338,22 +238,9 @@ async fn retries_5xx_and_429_until_success() {
         }]
     );
     assert_eq!(server.requests().len(), 3);
-    // Backoff of 200 ms, then 400 ms.
-    assert!(
-        started.elapsed() >= StdDuration::from_millis(600),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(reporter.warnings().is_empty(), "{:?}", reporter.warnings());
 
-    let server = Server::start(|n, _| {
-        if n == 0 {
-            (429, String::new())
-        } else {
-            (200, String::new())
-        }
-    })
-    .await;
+    let server = Stub::start(|n, _| Reply::new(if n == 0 { 429 } else { 200 }, ""));
     let deliveries = send_all(
         &[target(NotifyKind::Discord, server.url("/d"), ALL)],
         &success(),
@@ -370,7 +257,7 @@ async fn retries_5xx_and_429_until_success() {
 #[tokio::test]
 async fn persistent_5xx_fails_after_3_attempts_without_leaking_the_url() {
     // The server even echoes the path back, as some do in error pages.
-    let server = Server::start(|_, path| (500, format!("internal error handling {path}"))).await;
+    let server = Stub::start(|_, r| Reply::new(500, format!("internal error handling {}", r.path)));
     let url = server.url(&format!("/hooks/{TOKEN}"));
     let reporter = Collect::default();
     let deliveries = send_all(
@@ -398,7 +285,7 @@ async fn persistent_5xx_fails_after_3_attempts_without_leaking_the_url() {
 
 #[tokio::test]
 async fn client_errors_are_not_retried() {
-    let server = Server::start(|_, _| (404, "no_service".into())).await;
+    let server = Stub::start(|_, _| Reply::new(404, "no_service"));
     let reporter = Collect::default();
     let url = server.url(&format!("/hooks/{TOKEN}"));
     let deliveries = send_all(
@@ -426,7 +313,7 @@ async fn client_errors_are_not_retried() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let server = Server::start(|_, _| (302, String::new())).await;
+    let server = Stub::start(|_, _| Reply::new(302, ""));
     let deliveries = send_all(
         &[target(NotifyKind::Webhook, server.url("/r"), ALL)],
         &success(),
@@ -442,26 +329,23 @@ async fn redirects_are_not_followed() {
 
 #[tokio::test]
 async fn a_hanging_server_times_out_per_attempt() {
-    let (addr, connections) = hanging_server().await;
+    let hanging = Stub::start(|_, _| Reply::hang());
     let reporter = Collect::default();
-    let url = format!("http://{addr}/hooks/{TOKEN}");
-    let started = Instant::now();
+    let url = hanging.url(&format!("/hooks/{TOKEN}"));
     let deliveries = send_all(
         &[target(NotifyKind::Discord, url, ALL)],
         &success(),
         &reporter,
     )
     .await;
-    let elapsed = started.elapsed();
 
+    // Each attempt ended at its own timeout (the server never answers nor closes: without the
+    // timeout the first attempt would still be waiting), and each was a new request.
     let d = &deliveries[0];
     assert!(!d.ok);
     assert_eq!(d.attempts, 3);
     assert_eq!(d.error.as_deref(), Some("timed out after 300ms"));
-    assert_eq!(connections.load(Ordering::SeqCst), 3);
-    // 3 attempts of 300 ms plus 600 ms of backoff, and a little slack.
-    assert!(elapsed >= StdDuration::from_millis(1500), "{elapsed:?}");
-    assert!(elapsed < StdDuration::from_millis(2300), "{elapsed:?}");
+    assert_eq!(hanging.hits(), 3);
     assert_eq!(
         reporter.warnings(),
         ["discord notification failed after 3 attempts: timed out after 300ms"]
@@ -471,17 +355,26 @@ async fn a_hanging_server_times_out_per_attempt() {
 
 #[tokio::test]
 async fn targets_are_notified_concurrently() {
-    let (a, _) = hanging_server().await;
-    let (b, _) = hanging_server().await;
-    let server = Server::start(|_, _| (200, String::new())).await;
+    let (a, b) = (
+        Stub::start(|_, _| Reply::hang()),
+        Stub::start(|_, _| Reply::hang()),
+    );
+    // What the hanging targets had received when the third target's request arrived: in
+    // sequence, each would have had all 3 of its attempts by then.
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let server = {
+        let (a, b, seen) = (a.log(), b.log(), seen.clone());
+        Stub::start(move |_, _| {
+            seen.lock().unwrap().push((a.hits(), b.hits()));
+            Reply::new(200, "")
+        })
+    };
     let targets = [
-        target(NotifyKind::Webhook, format!("http://{a}/x"), ALL),
-        target(NotifyKind::Slack, format!("http://{b}/y"), ALL),
+        target(NotifyKind::Webhook, a.url("/x"), ALL),
+        target(NotifyKind::Slack, b.url("/y"), ALL),
         target(NotifyKind::Discord, server.url("/z"), ALL),
     ];
-    let started = Instant::now();
     let deliveries = send_all(&targets, &success(), &Collect::default()).await;
-    let elapsed = started.elapsed();
     let summary: Vec<_> = deliveries.iter().map(|d| (d.kind, d.ok)).collect();
     assert_eq!(
         summary,
@@ -491,35 +384,32 @@ async fn targets_are_notified_concurrently() {
             (NotifyKind::Discord, true)
         ]
     );
-    // One hanging target takes 1.5 s; two in sequence would take 3 s.
-    assert!(elapsed < StdDuration::from_millis(2300), "{elapsed:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (a_hits, b_hits) = seen[0];
+    assert!(
+        a_hits < 3 && b_hits < 3,
+        "the third target waited for the others: {seen:?}"
+    );
+    assert_eq!((a.hits(), b.hits()), (3, 3));
 }
 
 #[tokio::test]
 async fn connection_refused_fails_quickly() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = support::free_port();
     let reporter = Collect::default();
     let url = format!("http://127.0.0.1:{port}/hooks/{TOKEN}");
-    let started = Instant::now();
     let deliveries = send_all(
         &[target(NotifyKind::Webhook, url, ALL)],
         &success(),
         &reporter,
     )
     .await;
+    // Refused, not timed out: no attempt waited for its timeout.
     let d = &deliveries[0];
     assert!(!d.ok);
     assert_eq!(d.error.as_deref(), Some("connection refused"));
     assert_eq!(d.attempts, 3);
-    // Only the backoff: no attempt waits for its timeout.
-    assert!(
-        started.elapsed() < StdDuration::from_millis(1200),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(
         reporter.warnings(),
         ["webhook notification failed after 3 attempts: connection refused"]
@@ -566,9 +456,9 @@ async fn invalid_urls_fail_without_being_quoted() {
 #[tokio::test]
 async fn tls_failures_are_reported_without_the_url() {
     // An https URL to a plain HTTP server: the TLS handshake fails (through rustls with ring).
-    let server = Server::start(|_, _| (200, String::new())).await;
+    let server = Stub::start(|_, _| Reply::new(200, ""));
     let reporter = Collect::default();
-    let url = format!("https://{}/hooks/{TOKEN}", server.addr);
+    let url = format!("https://{}/hooks/{TOKEN}", server.addr());
     let deliveries = send_all(
         &[target(NotifyKind::Slack, url, ALL)],
         &success(),

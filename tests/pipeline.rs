@@ -2,12 +2,12 @@
 
 mod support;
 
-use support::App;
+use support::{App, Reply, Stub};
 
 fn releases(app: &App) -> Vec<serde_json::Value> {
     let run = app.run(&["releases", "--output", "json"], &[]);
     assert_eq!(run.code, 0, "{run}");
-    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("releases JSON");
+    let doc: serde_json::Value = run.json();
     doc["releases"].as_array().cloned().unwrap_or_default()
 }
 
@@ -160,60 +160,12 @@ fn ledger_and_pruning_over_seven_deploys_keep_the_last_good_release() {
     assert_eq!(r7["outcome"], "rolled_back");
 }
 
-/// A webhook receiver on loopback: answers each POST with `status` (or never, when None) and
-/// keeps the bodies.
-fn webhook_server(status: Option<u16>) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = bodies.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            let keep = keep.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut body = vec![0u8; len];
-                if reader.read_exact(&mut body).is_err() {
-                    return;
-                }
-                keep.lock()
-                    .expect("bodies")
-                    .push(String::from_utf8_lossy(&body).into_owned());
-                match status {
-                    Some(code) => {
-                        let mut s = reader.into_inner();
-                        let _ = write!(
-                            s,
-                            "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        );
-                    }
-                    None => std::thread::sleep(std::time::Duration::from_secs(30)),
-                }
-            });
-        }
-    });
-    (port, bodies)
-}
-
 #[test]
 fn webhooks_are_sent_and_a_failing_webhook_does_not_fail_the_deploy() {
-    let (ok_port, ok_bodies) = webhook_server(Some(200));
-    let (bad_port, bad_bodies) = webhook_server(Some(500));
-    let (hang_port, _) = webhook_server(None);
+    let ok = Stub::status(200);
+    let bad = Stub::status(500);
+    let hang = Stub::start(|_, _| Reply::hang());
+    let (ok_port, bad_port, hang_port) = (ok.port(), bad.port(), hang.port());
     let overlay = format!(
         r#"
 [[notify]]
@@ -250,7 +202,11 @@ timeout = "300ms"
     let run = app.deploy("v2", &[("DEMO_MODE", "fail500")]);
     assert_eq!(run.code, 1, "{run}");
 
-    let bodies = ok_bodies.lock().expect("bodies").clone();
+    let bodies: Vec<String> = ok
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
     assert_eq!(bodies.len(), 2, "{bodies:?}");
     let first: serde_json::Value = serde_json::from_str(&bodies[0]).expect("JSON payload");
     assert_eq!(first["event"], "success");
@@ -265,7 +221,7 @@ timeout = "300ms"
     assert_eq!(second["previous"], "v1");
     assert_eq!(second["outcome"], "failed");
     // The 500 webhook only wants successes: 3 attempts for v1, none for v2.
-    assert_eq!(bad_bodies.lock().expect("bodies").len(), 3);
+    assert_eq!(bad.hits(), 3);
 }
 
 #[test]

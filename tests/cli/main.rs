@@ -2,14 +2,21 @@
 //! malformed configurations, dry runs, secrets, `init` and completions. None needs Docker: every
 //! run points `DOCKER_HOST` at a socket that does not exist.
 //!
-//! Snapshots live in tests/snapshots/; accept changes with `cargo insta review` or
-//! `INSTA_UPDATE=always cargo test --test cli`, then read the .snap files.
+//! Here: help, malformed configurations, usage errors and dry runs; `secrets` and `init` (with
+//! completions) are apart. Snapshots live in tests/snapshots/; accept changes with
+//! `cargo insta review` or `INSTA_UPDATE=always cargo test --test cli`, then read the .snap files.
+
+mod init;
+mod secrets;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use support::Run;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const NO_DOCKER: &str = "unix:///nonexistent/docker.sock";
@@ -33,38 +40,6 @@ fn config_fixtures() -> PathBuf {
 
 fn cli_fixture(name: &str) -> PathBuf {
     Path::new(REPO).join("tests/fixtures/cli").join(name)
-}
-
-/// One finished run of the binary.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// What the snapshot holds: exit code, then both streams.
-    fn transcript(&self) -> String {
-        format!(
-            "exit code: {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.transcript()))
-    }
-
-    fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            code,
-            "unexpected exit code:\n{}",
-            self.transcript()
-        );
-        self
-    }
 }
 
 /// Runs `deployctl ARGS` in `dir` with a clean environment: no DEPLOYCTL_* or secrets inherited
@@ -110,6 +85,8 @@ fn regex_escape(text: &str) -> String {
 /// Snapshot settings: machine-specific paths and timings replaced by placeholders.
 fn settings(tmp: Option<&Path>) -> insta::Settings {
     let mut s = insta::Settings::clone_current();
+    // One directory for every snapshot, whichever file of this test asserts it.
+    s.set_snapshot_path(Path::new(REPO).join("tests/snapshots"));
     if let Some(tmp) = tmp {
         // Canonical and as-given forms: /tmp may be a symlink.
         if let Ok(canonical) = tmp.canonicalize() {
@@ -671,271 +648,4 @@ fn dry_run_of_the_example_adds_no_file_to_the_repository() {
         deployctl(Path::new(REPO), &dry_run_args(extra)).assert_code(0);
     }
     assert_eq!(status(), before, "a dry run changed the repository");
-}
-
-// ---------------------------------------------------------------- secrets
-
-/// The secrets fixture in a temp dir, with its env file (mode 0600) written here.
-fn secrets_dir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().expect("temp dir");
-    copy_dir(&cli_fixture("secrets"), tmp.path());
-    let env_file = tmp.path().join(".env");
-    std::fs::write(&env_file, ENV_FILE).expect("write .env");
-    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600))
-        .expect("chmod .env");
-    tmp
-}
-
-fn assert_no_secret(what: &str, run: &Run) {
-    let text = run.transcript();
-    for canary in CANARIES {
-        assert!(!text.contains(canary), "`{what}` leaked {canary}:\n{text}");
-    }
-    assert!(
-        text.contains("***"),
-        "`{what}` shows no *** at all:\n{text}"
-    );
-    // Mode 0600: no warning about the env file either.
-    assert!(
-        !run.stderr.contains("readable by group"),
-        "`{what}`:\n{text}"
-    );
-}
-
-#[test]
-fn secrets_never_printed_by_config() {
-    let tmp = secrets_dir();
-    let run = deployctl(tmp.path(), &["config", "--env", "staging"]);
-    run.assert_code(0);
-    assert_no_secret("config", &run);
-    // The secret did reach the config: masked whole, or inside a larger value.
-    assert!(run.stdout.contains("API_TOKEN = \"***\""), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("AUTH_HEADER = \"Bearer ***\""),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("TLS_KEY = \"***\""), "{}", run.stdout);
-    assert!(run.stdout.contains("MODE = \"plain\""), "{}", run.stdout);
-    // The human form is TOML: it parses back.
-    let body: String = run
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    if let Err(e) = body.parse::<toml_edit::DocumentMut>() {
-        panic!("`config` output is not TOML ({e}):\n{}", run.stdout);
-    }
-    snapshot("config_secrets_human", &run, Some(tmp.path()));
-
-    let run = deployctl(
-        tmp.path(),
-        &["config", "--env", "staging", "--output", "json"],
-    );
-    run.assert_code(0);
-    assert_no_secret("config --output json", &run);
-    let doc = run.json();
-    let env = &doc["config"]["app"]["env"];
-    assert_eq!(env["API_TOKEN"], "***", "{doc:#}");
-    assert_eq!(env["AUTH_HEADER"], "Bearer ***", "{doc:#}");
-    assert_eq!(env["TLS_KEY"], "***", "{doc:#}");
-    assert_eq!(doc["config"]["notify"][0]["url"], "***", "{doc:#}");
-    assert_eq!(
-        doc["files"],
-        serde_json::json!(["deploy.toml", "environments/staging.toml"])
-    );
-}
-
-#[test]
-fn secrets_never_printed_by_dry_runs() {
-    let tmp = secrets_dir();
-    let base = ["deploy", "--env", "staging", "--dry-run", "--release", "v1"];
-    let human = deployctl(tmp.path(), &base);
-    human.assert_code(0);
-    assert_no_secret("deploy --dry-run", &human);
-    // The hook's argv, the multi-line secret inside a shell command, and the notify URL.
-    assert!(
-        human.stdout.contains("-H 'Authorization: Bearer ***'"),
-        "{}",
-        human.stdout
-    );
-    assert!(
-        human.stdout.contains("\"***\" > key.pem"),
-        "{}",
-        human.stdout
-    );
-    assert!(
-        human.stdout.contains("notify webhook *** on success"),
-        "{}",
-        human.stdout
-    );
-    snapshot("dry_run_secrets", &human, Some(tmp.path()));
-
-    let json = deployctl(tmp.path(), &[&base[..], &["--output", "json"][..]].concat());
-    json.assert_code(0);
-    assert_no_secret("deploy --dry-run --output json", &json);
-    let doc = json.json();
-    let steps = doc["plan"]["steps"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let notify: Vec<&Value> = steps.iter().filter(|s| s["step"] == "notify").collect();
-    assert_eq!(notify.len(), 1, "{doc:#}");
-    assert_eq!(notify[0]["url"], "***", "{doc:#}");
-
-    let verbose = deployctl(tmp.path(), &[&["-vvv"][..], &base].concat());
-    verbose.assert_code(0);
-    assert_no_secret("-vvv deploy --dry-run", &verbose);
-}
-
-#[test]
-fn secrets_never_printed_in_errors() {
-    let tmp = secrets_dir();
-    for args in [
-        &["config", "--env", "broken"][..],
-        &["deploy", "--env", "broken", "--dry-run", "--release", "v1"][..],
-    ] {
-        let run = deployctl(tmp.path(), args);
-        run.assert_code(2);
-        assert_no_secret(&args.join(" "), &run);
-        assert!(
-            run.stderr.contains(
-                "environments/broken.toml:3:8: `health.path`: `***` does not start with `/`\n  hint: write `/***`"
-            ),
-            "{}",
-            run.stderr
-        );
-    }
-    let run = deployctl(tmp.path(), &["config", "--env", "broken"]);
-    snapshot("config_error_secret", &run, Some(tmp.path()));
-
-    let run = deployctl(
-        tmp.path(),
-        &["config", "--env", "broken", "--output", "json"],
-    );
-    run.assert_code(2);
-    assert_no_secret("config --output json (error)", &run);
-    let doc = run.json();
-    assert_eq!(
-        doc["errors"][0]["message"], "`***` does not start with `/`",
-        "{doc:#}"
-    );
-}
-
-// ---------------------------------------------------------------- init
-
-#[test]
-fn init_writes_a_loadable_starter_and_never_overwrites() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let run = deployctl(tmp.path(), &["init", "myapp"]);
-    run.assert_code(0);
-    let files = [
-        "deploy.toml",
-        "environments/staging.toml",
-        "environments/production.toml",
-    ];
-    for f in files {
-        assert!(
-            tmp.path().join("myapp").join(f).is_file(),
-            "{f} not written:\n{}",
-            run.transcript()
-        );
-    }
-    snapshot("init", &run, Some(tmp.path()));
-
-    // What init wrote loads, for both environments, with the directory's name as the app name.
-    for env in ["staging", "production"] {
-        let run = deployctl(
-            tmp.path(),
-            &[
-                "config",
-                "--env",
-                env,
-                "--config",
-                "myapp/deploy.toml",
-                "--output",
-                "json",
-            ],
-        );
-        run.assert_code(0);
-        assert_eq!(
-            run.json()["config"]["app"]["name"],
-            "myapp",
-            "{}",
-            run.stdout
-        );
-    }
-    // The same through an absolute --config from elsewhere.
-    let abs = tmp.path().join("myapp/deploy.toml");
-    deployctl(
-        Path::new(REPO),
-        &[
-            "config",
-            "--env",
-            "staging",
-            "--config",
-            &abs.display().to_string(),
-        ],
-    )
-    .assert_code(0);
-
-    // A second init refuses and leaves the user's edits alone.
-    let deploy_toml = tmp.path().join("myapp/deploy.toml");
-    let edited = format!(
-        "{}\n# edited by the user\n",
-        std::fs::read_to_string(&deploy_toml).expect("read")
-    );
-    std::fs::write(&deploy_toml, &edited).expect("edit deploy.toml");
-    let again = deployctl(tmp.path(), &["init", "myapp"]);
-    again.assert_code(2);
-    assert!(
-        again.stderr.contains("init never overwrites"),
-        "{}",
-        again.transcript()
-    );
-    assert_eq!(std::fs::read_to_string(&deploy_toml).expect("read"), edited);
-    snapshot("init_again", &again, Some(tmp.path()));
-
-    // One existing file is enough to write none.
-    let partial = tmp.path().join("partial");
-    std::fs::create_dir_all(partial.join("environments")).expect("mkdir");
-    std::fs::write(partial.join("environments/production.toml"), "").expect("write");
-    let run = deployctl(tmp.path(), &["init", "partial"]);
-    run.assert_code(2);
-    assert!(
-        run.stderr
-            .contains("partial/environments/production.toml already exists"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        !partial.join("deploy.toml").exists(),
-        "init wrote deploy.toml anyway"
-    );
-}
-
-// ---------------------------------------------------------------- completions
-
-#[test]
-fn completions_bash() {
-    let run = deployctl(Path::new(REPO), &["completions", "bash"]);
-    run.assert_code(0);
-    assert!(run.stderr.is_empty(), "{}", run.transcript());
-    assert!(run.stdout.contains("_deployctl()"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("complete -F _deployctl"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("--dry-run"), "subcommand flags missing");
-
-    let bad = deployctl(Path::new(REPO), &["completions", "tcsh"]);
-    bad.assert_code(2);
-    assert!(
-        bad.stderr.contains("invalid value 'tcsh'"),
-        "{}",
-        bad.transcript()
-    );
 }

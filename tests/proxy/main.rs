@@ -1,293 +1,26 @@
 //! The built-in proxy, in-process: a proxy on loopback with a temp state dir in front of tiny
 //! upstream servers that answer their own name.
 
+mod harness;
+#[path = "../support/mod.rs"]
+mod support;
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use deployctl::proxy::protocol::{Outcome, ReleaseRecord, SwitchRequest, SwitchResult, Target};
+use deployctl::proxy::protocol::{Outcome, ReleaseRecord};
 use deployctl::proxy::{self, RunOptions, Server};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Bytes, Frame, Incoming};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Bytes, Frame};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 
-type TestBody = UnsyncBoxBody<Bytes, Infallible>;
-
-// ---------------------------------------------------------------- upstreams
-
-#[derive(Clone)]
-struct UpstreamConfig {
-    name: &'static str,
-    health_status: StatusCode,
-    delay: Duration,
-}
-
-fn healthy(name: &'static str) -> UpstreamConfig {
-    UpstreamConfig {
-        name,
-        health_status: StatusCode::OK,
-        delay: Duration::from_secs(1),
-    }
-}
-
-/// An upstream app; dropping it stops the listener and every connection.
-struct Upstream {
-    addr: SocketAddr,
-    name: &'static str,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Upstream {
-    fn target(&self) -> Target {
-        Target {
-            addr: self.addr.to_string(),
-            container: format!("app-{}", self.name),
-            version: self.name.to_string(),
-            color: if self.name == "v1" { "blue" } else { "green" }.to_string(),
-        }
-    }
-}
-
-async fn upstream(cfg: UpstreamConfig) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let addr = listener.local_addr().expect("upstream addr");
-    let name = cfg.name;
-    let cfg = Arc::new(cfg);
-    let task = tokio::spawn(async move {
-        // Owned by this task: aborting it closes every upstream connection too.
-        let mut conns = JoinSet::new();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let cfg = Arc::clone(&cfg);
-            conns.spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let cfg = Arc::clone(&cfg);
-                    async move { Ok::<_, Infallible>(answer(&cfg, req).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-            while conns.try_join_next().is_some() {}
-        }
-    });
-    Upstream { addr, name, task }
-}
-
-fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<TestBody> {
-    let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
-    *resp.status_mut() = status;
-    resp
-}
-
-async fn answer(cfg: &UpstreamConfig, mut req: Request<Incoming>) -> Response<TestBody> {
-    match req.uri().path() {
-        "/health" => full(cfg.health_status, "health"),
-        "/fail" => full(StatusCode::INTERNAL_SERVER_ERROR, cfg.name),
-        // Delay before the answer head.
-        "/slow" => {
-            tokio::time::sleep(cfg.delay).await;
-            full(StatusCode::OK, cfg.name)
-        }
-        // Head at once, body after the delay: the request is in flight while the body streams.
-        "/slowbody" => {
-            let delay = cfg.delay;
-            let name = cfg.name;
-            let stream = futures_util::stream::once(async move {
-                tokio::time::sleep(delay).await;
-                Ok::<_, Infallible>(Frame::data(Bytes::from_static(name.as_bytes())))
-            });
-            Response::new(StreamBody::new(stream).boxed_unsync())
-        }
-        "/headers" => {
-            let mut lines: Vec<String> = req
-                .headers()
-                .iter()
-                .map(|(k, v)| format!("{}: {}", k, v.to_str().unwrap_or("?")))
-                .collect();
-            lines.sort();
-            full(StatusCode::OK, lines.join("\n"))
-        }
-        "/echo" => {
-            let body = match req.into_body().collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(_) => return full(StatusCode::BAD_REQUEST, "body"),
-            };
-            full(StatusCode::OK, body)
-        }
-        "/ws" if req.headers().get("upgrade").is_some_and(|v| v == "echo") => {
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                if let Ok(upgraded) = on_upgrade.await {
-                    let mut io = TokioIo::new(upgraded);
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n) = io.read(&mut buf).await {
-                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-            let mut resp = full(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
-            resp.headers_mut()
-                .insert("upgrade", hyper::header::HeaderValue::from_static("echo"));
-            resp.headers_mut().insert(
-                "connection",
-                hyper::header::HeaderValue::from_static("upgrade"),
-            );
-            resp
-        }
-        _ => full(StatusCode::OK, cfg.name),
-    }
-}
-
-// ---------------------------------------------------------------- proxy
-
-struct Proxy {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Proxy {
-    async fn start(state_dir: &Path) -> Proxy {
-        let server = Server::bind(RunOptions {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            state_dir: state_dir.to_path_buf(),
-            limits: Default::default(),
-        })
-        .await
-        .expect("bind proxy");
-        let addr = server.local_addr().expect("proxy addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async move {
-            let _ = rx.await;
-        }));
-        Proxy {
-            addr,
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("proxy stops in time")
-                .expect("proxy task")
-                .expect("proxy serve ok");
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
-fn switch_req(target: Target, drain_timeout_ms: u64) -> SwitchRequest {
-    SwitchRequest {
-        health: deployctl::health::HealthSpec {
-            url: format!("http://{}/health", target.addr),
-            host_header: None,
-            headers: Default::default(),
-            interval_ms: 100,
-            timeout_ms: 5_000,
-            healthy_threshold: 1,
-            unhealthy_threshold: 1,
-            start_period_ms: 0,
-            deadline_ms: 5_000,
-            expect_status: vec![200],
-            expect_body: None,
-            expect_json: None,
-        },
-        target,
-        drain_timeout_ms,
-    }
-}
-
-async fn switch(dir: &Path, up: &Upstream) -> SwitchResult {
-    proxy::client_switch(dir, switch_req(up.target(), 5_000))
-        .await
-        .expect("switch")
-}
-
-/// One request on a fresh connection.
-async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, String)> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", "example.test")
-        .body(http_body_util::Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn pooled_client() -> Client<HttpConnector, http_body_util::Empty<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-async fn pooled_get(
-    client: &Client<HttpConnector, http_body_util::Empty<Bytes>>,
-    addr: SocketAddr,
-    path: &str,
-) -> anyhow::Result<(StatusCode, String)> {
-    let resp = client.get(format!("http://{addr}{path}").parse()?).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn record(id: &str, outcome: Outcome) -> ReleaseRecord {
-    ReleaseRecord {
-        id: id.into(),
-        version: format!("ver-{id}"),
-        image: format!("app:{id}"),
-        color: "blue".into(),
-        container: format!("app-blue-{id}"),
-        git_sha: Some("3f2a9c1".into()),
-        author: Some("ci".into()),
-        started_at: 1_700_000_000,
-        finished_at: None,
-        duration_ms: None,
-        outcome,
-        reason: None,
-        tests_skipped: false,
-        spec: None,
-    }
-}
+use harness::*;
 
 // ---------------------------------------------------------------- tests
 
@@ -368,8 +101,12 @@ async fn upstream_refused_answers_502_and_counts_an_error() {
     let proxy = Proxy::start(dir.path()).await;
     let v1 = upstream(healthy("v1")).await;
     switch(dir.path(), &v1).await;
+    let gone = v1.addr;
     drop(v1);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until("the upstream refuses connections", async || {
+        TcpStream::connect(gone).await.is_err()
+    })
+    .await;
 
     let (status, body) = get(proxy.addr, "/").await.expect("request");
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -394,6 +131,7 @@ async fn switch_under_load_drops_nothing() {
     switch(dir.path(), &v1).await;
 
     let running = Arc::new(AtomicBool::new(true));
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut workers = JoinSet::new();
     // Fast and slow requests (slow ones are surely in flight at each switch), over keep-alive
     // connections and over one new connection per request.
@@ -406,6 +144,7 @@ async fn switch_under_load_drops_nothing() {
         (false, "/slowbody"),
     ] {
         let running = Arc::clone(&running);
+        let answered = Arc::clone(&answered);
         let addr = proxy.addr;
         workers.spawn(async move {
             let client = pooled_client();
@@ -421,6 +160,7 @@ async fn switch_under_load_drops_nothing() {
                     Ok((status, body)) => Err(format!("{status}: {body}")),
                     Err(e) => Err(format!("{e:#}")),
                 });
+                answered.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             answers
@@ -447,23 +187,29 @@ async fn switch_under_load_drops_nothing() {
     }
     assert_eq!(on_kept(&mut kept).await, "v1");
 
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Traffic flows between the switches: a number of answers, not a span of time.
+    let more_answers = async |n: usize| {
+        let from = answered.load(Ordering::SeqCst);
+        until(&format!("{n} more answers"), async || {
+            answered.load(Ordering::SeqCst) >= from + n
+        })
+        .await;
+    };
+    more_answers(100).await;
     let r = switch(dir.path(), &v2).await;
     assert_eq!(r.previous, Some(v1.target()));
     assert_eq!(r.abandoned, 0);
     assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v2");
     assert_eq!(on_kept(&mut kept).await, "v2");
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    more_answers(100).await;
     let r = switch(dir.path(), &v1).await;
     assert_eq!(r.previous, Some(v2.target()));
     assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v1");
     assert_eq!(on_kept(&mut kept).await, "v1");
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    more_answers(100).await;
     running.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed().as_secs_f64();
     let mut all = Vec::new();
     while let Some(answers) = workers.join_next().await {
         all.extend(answers.expect("worker"));
@@ -473,9 +219,8 @@ async fn switch_under_load_drops_nothing() {
     let bodies: Vec<&String> = all.iter().filter_map(|a| a.as_ref().ok()).collect();
     assert!(bodies.iter().all(|b| *b == "v1" || *b == "v2"));
     assert!(bodies.iter().any(|b| *b == "v1") && bodies.iter().any(|b| *b == "v2"));
-    let rate = all.len() as f64 / elapsed;
-    eprintln!("{} requests, {rate:.0} req/s", all.len());
-    assert!(rate >= 200.0, "only {rate:.0} req/s");
+    // Throughput is measured in bench/run.sh, not asserted here.
+    assert!(all.len() >= 300, "{} requests", all.len());
     proxy.stop().await;
 }
 
@@ -489,28 +234,19 @@ async fn switch_waits_for_in_flight_requests_of_the_old_target() {
 
     // Body streams for 1 s after the head: the request is in flight until its last byte.
     let slow = tokio::spawn(get(proxy.addr, "/slowbody"));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    until_in_flight(dir.path(), 1).await;
+    let r = switch(dir.path(), &v2).await;
+    assert_eq!(r.abandoned, 0);
+    // The switch returned once the drain ended: nothing is in flight any more; the proxy has
+    // sent the last byte already, the client only has to read it.
     assert_eq!(
         proxy::client_status(dir.path())
             .await
             .expect("status")
             .in_flight,
-        1
+        0
     );
-    let r = switch(dir.path(), &v2).await;
-    assert_eq!(r.abandoned, 0);
-    assert!(
-        (600.0..2500.0).contains(&r.drain_ms),
-        "drain_ms {}",
-        r.drain_ms
-    );
-    assert!(r.swap_ms < r.drain_ms);
-    // The proxy has sent the last byte already; the client only has to read it.
-    let answer = tokio::time::timeout(Duration::from_millis(300), slow)
-        .await
-        .expect("slow request done by the time the drain ended")
-        .expect("task")
-        .expect("slow request");
+    let answer = slow.await.expect("task").expect("slow request");
     assert_eq!(answer, (StatusCode::OK, "v1".to_string()));
     proxy.stop().await;
 }
@@ -524,16 +260,12 @@ async fn short_drain_timeout_returns_early_and_reports_abandoned() {
     switch(dir.path(), &v1).await;
 
     let slow = tokio::spawn(get(proxy.addr, "/slow"));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    until_in_flight(dir.path(), 1).await;
     let r = proxy::client_switch(dir.path(), switch_req(v2.target(), 200))
         .await
         .expect("switch");
+    // Returned at its drain timeout, before the request (1 s of upstream delay) ended.
     assert_eq!(r.abandoned, 1);
-    assert!(
-        (150.0..700.0).contains(&r.drain_ms),
-        "drain_ms {}",
-        r.drain_ms
-    );
     assert!(!slow.is_finished());
     // Abandoned by the drain, not cut: the old target still answers it.
     let answer = slow.await.expect("task").expect("slow request");
@@ -562,11 +294,8 @@ async fn unhealthy_or_unreachable_target_is_refused_and_live_stays() {
     assert!(msg.contains("health check failed"), "{msg}");
     assert!(msg.contains("500"), "{msg}");
 
-    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let closed_addr = closed.local_addr().expect("addr");
-    drop(closed);
     let mut gone = v1.target();
-    gone.addr = closed_addr.to_string();
+    gone.addr = format!("127.0.0.1:{}", support::free_port());
     gone.container = "app-gone".into();
     let err = proxy::client_switch(dir.path(), switch_req(gone, 1000))
         .await
@@ -796,14 +525,7 @@ async fn upgrade_is_passed_through_both_ways() {
         1
     );
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        proxy::client_status(dir.path())
-            .await
-            .expect("status")
-            .in_flight,
-        0
-    );
+    until_in_flight(dir.path(), 0).await;
     proxy.stop().await;
 }
 
@@ -819,10 +541,9 @@ async fn shutdown_lets_in_flight_requests_finish() {
     switch(dir.path(), &v1).await;
     let addr = proxy.addr;
     let slow = tokio::spawn(get(addr, "/slow"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let stopped = Instant::now();
+    until_in_flight(dir.path(), 1).await;
     proxy.stop().await;
-    assert!(stopped.elapsed() >= Duration::from_millis(300));
+    // The request in flight when the stop began is answered in full, not cut.
     assert_eq!(
         slow.await.expect("task").expect("slow request"),
         (StatusCode::OK, "v1".to_string())
@@ -839,19 +560,22 @@ async fn switch_back_does_not_wait_for_an_earlier_drain() {
     switch(dir.path(), &v1).await;
 
     let slow = tokio::spawn(get(proxy.addr, "/slow"));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    until_in_flight(dir.path(), 1).await;
     let state_dir = dir.path().to_path_buf();
     let forward = tokio::spawn({
         let target = v2.target();
         async move { proxy::client_switch(&state_dir, switch_req(target, 5_000)).await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v2");
+    until("the first switch swapped to v2", async || {
+        get(proxy.addr, "/")
+            .await
+            .is_ok_and(|(_, body)| body == "v2")
+    })
+    .await;
 
-    // Roll back while the first switch still drains the slow v1 request.
-    let started = Instant::now();
+    // Roll back while the first switch still drains the slow v1 request: the switch back
+    // returns while the first is still waiting (checked below), not after it.
     let back = switch(dir.path(), &v1).await;
-    assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(back.previous, Some(v2.target()));
     assert_eq!(get(proxy.addr, "/").await.expect("get").1, "v1");
     assert!(!forward.is_finished());
@@ -863,60 +587,6 @@ async fn switch_back_does_not_wait_for_an_earlier_drain() {
         (StatusCode::OK, "v1".to_string())
     );
     proxy.stop().await;
-}
-
-/// A raw HTTP/1.1 upstream that counts its connections. With `drop_second`, a connection that
-/// gets a second request is closed without an answer: the app closing a kept-alive connection
-/// just as the proxy reuses it.
-async fn counting_upstream(drop_second: bool) -> (SocketAddr, Arc<AtomicUsize>, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let addr = listener.local_addr().expect("upstream addr");
-    let conns = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&conns);
-    let task = tokio::spawn(async move {
-        let mut tasks = JoinSet::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            tasks.spawn(async move {
-                let mut buf = Vec::new();
-                let mut served = 0;
-                loop {
-                    let mut chunk = [0u8; 4096];
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => buf.extend_from_slice(&chunk[..read]),
-                    }
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        if drop_second && served == 1 {
-                            return;
-                        }
-                        served += 1;
-                        let body = format!("conn-{n}");
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                        if stream.write_all(resp.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, conns, task)
-}
-
-fn raw_target(addr: SocketAddr) -> Target {
-    Target {
-        addr: addr.to_string(),
-        container: "app-raw".into(),
-        version: "raw".into(),
-        color: "blue".into(),
-    }
 }
 
 #[tokio::test]
