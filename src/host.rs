@@ -1,6 +1,8 @@
 //! What deployctl does on the Docker host: read its state, run the proxy and talk to it through
 //! `docker exec` (there is no admin port), and build the proxy image from this very binary.
 
+pub mod container;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -11,9 +13,9 @@ use crate::engine::{
 use crate::error::Error;
 use crate::health::{HealthOutcome, HealthSpec, ProbeResult};
 use crate::names::Names;
-use crate::plan::{AppContainer, Observed, ProxyObserved, listen_parts};
 use crate::proxy::protocol::{ProxyStatus, ReleaseRecord, SwitchRequest, SwitchResult, Target};
 use crate::proxy::{CONTAINER_PORT, DEFAULT_STATE_DIR};
+use crate::release::plan::{AppContainer, Observed, ProxyObserved, listen_parts};
 
 /// Path of the deployctl binary inside the proxy image.
 const PROXY_BIN: &str = "/deployctl";
@@ -81,7 +83,7 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
     {
         observed.containers.push(AppContainer {
             id: c.id.clone(),
-            color: c.labels.get(labels::COLOR).cloned().unwrap_or_default(),
+            color: c.labels.get(labels::COLOR).and_then(|c| c.parse().ok()),
             version: c.labels.get(labels::VERSION).cloned().unwrap_or_default(),
             running: c.state.running,
             name: c.name,
@@ -467,12 +469,17 @@ pub async fn ensure_proxy(
 }
 
 /// How the proxy reaches an app container: its name, resolved by Docker's DNS on the private network.
-pub fn target_for(config: &Config, container: &str, version: &str, color: &str) -> Target {
+pub fn target_for(
+    config: &Config,
+    container: &str,
+    version: &str,
+    color: crate::names::Color,
+) -> Target {
     Target {
         addr: format!("{container}:{}", config.app.port),
         container: container.to_string(),
         version: version.to_string(),
-        color: color.to_string(),
+        color,
     }
 }
 

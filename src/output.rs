@@ -2,6 +2,9 @@
 //! plain lines otherwise), one JSON document with `--output json`, and tracing logs on stderr.
 //! Every string passes through the redactor on its way out.
 
+mod render;
+pub use render::render_failure;
+
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -144,7 +147,7 @@ impl Output {
     }
 
     /// The end of a deploy or rollback in GitHub Actions: step summary and step outputs.
-    pub fn publish_report(&self, report: &crate::deploy::Report) {
+    pub fn publish_report(&self, report: &crate::report::Report) {
         if let Some(gha) = &self.gha
             && let Err(e) = gha.publish_report(report, redact)
         {

@@ -8,7 +8,7 @@ pub fn derive(listen: &str, engine: Option<&str>, configured: Option<&str>) -> S
     if let Some(url) = configured {
         return url.to_string();
     }
-    let (ip, port) = crate::plan::listen_parts(listen);
+    let (ip, port) = crate::release::plan::listen_parts(listen);
     let host = if !matches!(ip.as_str(), "" | "0.0.0.0" | "[::]" | "::") {
         ip
     } else {

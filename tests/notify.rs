@@ -8,6 +8,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use deployctl::config::{Duration, Notify, NotifyEvent, NotifyKind};
 use deployctl::notify::{Delivery, Notification, send_all};
+use deployctl::proxy::protocol::Outcome;
 use deployctl::report::{Event, Reporter};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -166,7 +167,7 @@ fn success() -> Notification {
         env: "production".into(),
         version: "3f2a9c1".into(),
         previous: Some("1a2b3c4".into()),
-        outcome: "live".into(),
+        outcome: Outcome::Live,
         duration_ms: 42_000,
         url: "http://127.0.0.1:8080".into(),
         reason: None,
@@ -246,7 +247,7 @@ async fn failure_payload_carries_the_reason() {
     let server = Server::start(|_, _| (204, String::new())).await;
     let n = Notification {
         event: NotifyEvent::Failure,
-        outcome: "rolled_back".into(),
+        outcome: Outcome::RolledBack,
         reason: Some("verify: error rate 0.25 > 0.01; rolled back to 1a2b3c4".into()),
         ..success()
     };

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use deployctl::proxy::protocol::{Outcome, ReleaseRecord, SwitchRequest, SwitchResult, Target};
+use deployctl::proxy::protocol::{
+    Color, Outcome, ReleaseRecord, SwitchRequest, SwitchResult, Target,
+};
 use deployctl::proxy::{self, RunOptions, Server};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -60,7 +62,11 @@ impl Upstream {
             addr: self.addr.to_string(),
             container: format!("app-{}", self.name),
             version: self.name.to_string(),
-            color: if self.name == "v1" { "blue" } else { "green" }.to_string(),
+            color: if self.name == "v1" {
+                Color::Blue
+            } else {
+                Color::Green
+            },
         }
     }
 }
@@ -264,7 +270,7 @@ fn record(id: &str, outcome: Outcome) -> ReleaseRecord {
         id: id.into(),
         version: format!("ver-{id}"),
         image: format!("app:{id}"),
-        color: "blue".into(),
+        color: Color::Blue,
         container: format!("app-blue-{id}"),
         git_sha: Some("3f2a9c1".into()),
         author: Some("ci".into()),
@@ -904,7 +910,7 @@ fn raw_target(addr: SocketAddr) -> Target {
         addr: addr.to_string(),
         container: "app-raw".into(),
         version: "raw".into(),
-        color: "blue".into(),
+        color: Color::Blue,
     }
 }
 
