@@ -369,3 +369,29 @@ fn listen_addresses_and_urls() {
     assert_eq!(public_url(&l.config), "http://127.0.0.1:9000");
     assert_eq!(health_url(&l.config, "c"), "http://c:9100/up");
 }
+
+#[test]
+fn typed_values_print_as_the_words_they_replaced() {
+    let step = Step::Switch {
+        from: Some("a".into()),
+        to: "b".into(),
+        drain_timeout: "30s".parse().expect("a duration"),
+    };
+    let json = serde_json::to_value(&step).expect("a step serializes");
+    assert_eq!(json["drain_timeout"], "30s");
+    let live = serde_json::to_value(LiveState::Unknown("no Docker".into())).expect("serializes");
+    assert_eq!(live, "unknown (no Docker)");
+    assert_eq!(LiveState::Known.to_string(), "known");
+    let record = Step::RecordRelease {
+        version: "v1".into(),
+        outcome: Outcome::RolledBack,
+    };
+    assert_eq!(
+        serde_json::to_value(&record).expect("serializes")["outcome"],
+        "rolled_back"
+    );
+    assert_eq!(
+        serde_json::to_value(Hook::PreDeploy).expect("serializes"),
+        Hook::PreDeploy.as_str()
+    );
+}
