@@ -1,5 +1,6 @@
 //! The interpreter: walks the plan's steps after the lock and, when one fails, the failure branch
-//! (switch back, stop the new release, record why).
+//! (switch back, stop the new release, record why). Every operation on the releases goes through
+//! a `DeployTarget` (`target.rs`); the interpreter itself names no host or engine.
 
 use std::time::Instant;
 
@@ -7,11 +8,9 @@ use super::Session;
 use super::ledger::{mark_interrupted_releases, mark_version, prune};
 use super::outcome::{Failed, failed_report, finish};
 use super::plan::{Observed, Plan, Step};
-use super::watch::{VerifyRules, drain_leftover, switch_to, verify, watch_health};
-use crate::engine::EngineError;
-use crate::error::Error;
-use crate::host::container::{release_spec, restored_spec, spec_record};
-use crate::host::{self, engine_err, now_unix};
+use super::target::{DeployTarget, NewRelease};
+use super::watch::VerifyRules;
+use crate::host::now_unix;
 use crate::proxy::protocol::{Outcome, ReleaseRecord, RunKind};
 use crate::report::{FailureReport, Phase, PhaseName, Report};
 
@@ -19,13 +18,13 @@ use crate::report::{FailureReport, Phase, PhaseName, Report};
 /// problems that make the run itself impossible (Docker gone, signals).
 pub(crate) async fn execute(
     session: &Session<'_>,
+    target: &dyn DeployTarget,
     plan: &Plan,
     observed: &Observed,
     steps: &[Step],
     started: Instant,
     proxy_image: &str,
 ) -> anyhow::Result<Report> {
-    let engine = session.engine;
     let names = &session.names;
     let config = &session.loaded.config;
     let reporter = session.reporter;
@@ -51,7 +50,7 @@ pub(crate) async fn execute(
             None
         },
     };
-    let new_target = host::target_for(config, &plan.container, &plan.version, plan.color);
+    let new_target = target.route_to(&plan.container, &plan.version, plan.color);
     let mut swap_ms = None;
     let mut switched = false;
 
@@ -59,24 +58,20 @@ pub(crate) async fn execute(
         tracing::debug!(step = %step.describe(), "executing");
         let outcome: Result<(), Failed> = match step {
             Step::EnsureNetwork { .. } => {
-                host::ensure_network(engine, names).await?;
+                target.ensure_network().await?;
                 Ok(())
             }
             Step::EnsureProxy { .. } => {
                 let phase = Phase::start(reporter, PhaseName::Proxy, names.proxy());
-                host::ensure_proxy(engine, session.loaded, names, proxy_image).await?;
+                target.ensure_router(proxy_image).await?;
                 phase.ok(config.proxy.listen.clone());
                 mark_interrupted_releases(session, observed).await;
-                host::proxy_record(engine, names, &record).await?;
+                target.record(&record).await?;
                 session.progress(|p| p.record = Some(record.clone()));
                 Ok(())
             }
             Step::RemoveContainer { container, .. } => {
-                drain_leftover(session, container).await;
-                match engine.remove_container(container, true).await {
-                    Ok(()) | Err(EngineError::NotFound(_)) => {}
-                    Err(e) => return Err(engine_err(e)),
-                }
+                target.clear_slot(container).await?;
                 Ok(())
             }
             Step::StartRelease {
@@ -94,45 +89,33 @@ pub(crate) async fn execute(
                     format!("{container} ({version})"),
                 );
                 if !reuse {
-                    // A container of that name not listed as ours (by labels) is someone else's.
-                    host::owned_container(engine, names, container).await?;
-                    let image = plan.image_id.as_deref().unwrap_or(image);
-                    let spec = match &plan.restore {
-                        Some(restore) => restored_spec(
-                            session.loaded,
-                            &session.names,
-                            restore,
-                            container,
-                            *color,
-                            version,
-                        )
-                        .map_err(Error::DeployFailed)?,
-                        None => release_spec(
-                            session.loaded,
-                            &session.names,
-                            container,
-                            image,
-                            *color,
-                            version,
-                            network,
-                        ),
+                    let release = NewRelease {
+                        container,
+                        image,
+                        image_id: plan.image_id.as_deref(),
+                        color: *color,
+                        version,
+                        network,
+                        restore: plan.restore.as_ref(),
                     };
-                    let id = engine.create_container(&spec).await.map_err(engine_err)?;
-                    record.spec = Some(Box::new(spec_record(session.loaded, &spec, image, id)));
+                    record.spec = Some(Box::new(target.create_release(&release).await?));
                 } else {
                     record.spec = plan.restore.clone().map(Box::new);
                 }
                 session.progress(|p| p.started = Some((container.clone(), version.clone())));
-                let r = engine
-                    .start_container(container)
+                let r = target
+                    .start_release(container)
                     .await
-                    .map_err(|e| Failed::from(engine_err(e)));
+                    .map_err(|report| Failed { report });
                 finish(phase, &r);
                 r
             }
             Step::WaitHealthy { .. } => {
                 let phase = Phase::start(reporter, PhaseName::Health, plan.health_url.clone());
-                let r = watch_health(session, &plan.container, None).await;
+                let r = target
+                    .health_gate(&plan.container)
+                    .await
+                    .map_err(|report| Failed { report });
                 finish(phase, &r);
                 r
             }
@@ -176,7 +159,7 @@ pub(crate) async fn execute(
                     p.switched_to = Some(new_target.clone());
                     p.switch_started = true;
                 });
-                match switch_to(session, &new_target, *drain_timeout).await {
+                match target.switch(&new_target, *drain_timeout).await {
                     Ok(ms) => {
                         swap_ms = Some(ms);
                         switched = true;
@@ -204,7 +187,10 @@ pub(crate) async fn execute(
                     max_error_rate: *max_error_rate,
                     max_p95_latency: *max_p95_latency,
                 };
-                let r = verify(session, &plan.container, &rules).await;
+                let r = target
+                    .verify(&plan.container, &rules)
+                    .await
+                    .map_err(|report| Failed { report });
                 finish(phase, &r);
                 r
             }
@@ -212,11 +198,8 @@ pub(crate) async fn execute(
                 // From here on an interrupt keeps the new release serving (see `recover`).
                 session.progress(|p| p.old_stopping = true);
                 let phase = Phase::start(reporter, PhaseName::Stop, container.clone());
-                match engine
-                    .stop_container(container, config.deploy.stop_timeout.get())
-                    .await
-                {
-                    Ok(()) | Err(EngineError::NotFound(_)) => phase.ok("kept for rollback"),
+                match target.retire(container).await {
+                    Ok(()) => phase.ok("kept for rollback"),
                     // The new release already serves: a stop failure is worth a warning, not a rollback.
                     Err(e) => {
                         reporter.warn(format!("could not stop {container}: {e}"));
@@ -241,7 +224,7 @@ pub(crate) async fn execute(
                     )
                     .await;
                 }
-                host::proxy_record(engine, names, &record).await?;
+                target.record(&record).await?;
                 Ok(())
             }
             Step::Prune { images } => {
@@ -260,6 +243,7 @@ pub(crate) async fn execute(
         if let Err(failed) = outcome {
             let failing = FailingRun {
                 session,
+                target,
                 plan,
                 observed,
                 record,
@@ -289,6 +273,7 @@ pub(crate) async fn execute(
 /// A run whose step failed: everything the failure branch needs.
 pub(crate) struct FailingRun<'s, 'a> {
     pub session: &'s Session<'a>,
+    pub target: &'s dyn DeployTarget,
     pub plan: &'s Plan,
     /// The host as planned from: what served before this run.
     pub observed: &'s Observed,
@@ -305,26 +290,26 @@ impl FailingRun<'_, '_> {
     pub(crate) async fn handle(self, mut failure: FailureReport) -> Report {
         let FailingRun {
             session,
+            target,
             plan,
             observed,
             mut record,
             switched,
             started,
         } = self;
-        let engine = session.engine;
         let config = &session.loaded.config;
         let mut outcome = Outcome::Failed;
-        if failure.container_state.is_none()
-            && let Ok(Some(info)) = engine.inspect_container(&plan.container).await
-        {
-            failure.container = Some(plan.container.clone());
-            failure.container_state = Some(info.state);
-        }
-        if failure.logs.is_empty() {
-            failure.logs = engine
-                .logs_tail(&plan.container, 50)
-                .await
-                .unwrap_or_default();
+        if failure.container_state.is_none() || failure.logs.is_empty() {
+            let (state, logs) = target.inspect(&plan.container).await;
+            if failure.container_state.is_none()
+                && let Some(state) = state
+            {
+                failure.container = Some(plan.container.clone());
+                failure.container_state = Some(state);
+            }
+            if failure.logs.is_empty() {
+                failure.logs = logs;
+            }
         }
         if switched {
             match (&observed.live, config.rollback.automatic) {
@@ -334,7 +319,7 @@ impl FailingRun<'_, '_> {
                         PhaseName::Rollback,
                         format!("-> {}", previous.container),
                     );
-                    match switch_to(session, previous, config.deploy.drain_timeout).await {
+                    match target.switch(previous, config.deploy.drain_timeout).await {
                         Ok(_) => {
                             phase.ok(format!("rolled back to {}", previous.version));
                             outcome = Outcome::RolledBack;
@@ -368,15 +353,13 @@ impl FailingRun<'_, '_> {
         }
         let new_still_live = switched && outcome != Outcome::RolledBack;
         if !new_still_live && !is_reused_live(observed, &plan.container) {
-            let _ = engine
-                .stop_container(&plan.container, config.deploy.stop_timeout.get())
-                .await;
+            let _ = target.retire(&plan.container).await;
         }
         record.outcome = outcome;
         record.finished_at = Some(now_unix());
         record.duration_ms = Some(started.elapsed().as_millis() as u64);
         record.reason = Some(failure.reason.clone());
-        if let Err(e) = host::proxy_record(engine, &session.names, &record).await {
+        if let Err(e) = target.record(&record).await {
             session
                 .reporter
                 .warn(format!("could not record the failed release: {e:#}"));

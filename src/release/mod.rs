@@ -11,6 +11,8 @@
 //! - `ledger`: release records, marks and pruning
 //! - `outcome`: hooks and notifications once the outcome is known
 //! - `recover`: cleanup after a signal
+//! - `tests`: the interpreter against a fake target, without Docker
+//! - `target`: the seam the interpreter drives (`DeployTarget`), and its one implementation
 
 mod execute;
 mod ledger;
@@ -18,7 +20,11 @@ mod outcome;
 mod pipeline;
 pub mod plan;
 mod recover;
+pub mod target;
 mod watch;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -250,6 +256,7 @@ pub async fn rollback(
             .map_err(Error::DeployFailed)?;
         execute(
             session,
+            &target::SingleHost::new(session),
             &plan,
             &observed,
             &plan.steps[1..],

@@ -282,6 +282,7 @@ pub(crate) async fn deploy_locked(
         .unwrap_or(0);
     let report = execute(
         session,
+        &super::target::SingleHost::new(session),
         &plan,
         &observed,
         &plan.steps[lock_at + 1..],

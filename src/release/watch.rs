@@ -140,7 +140,7 @@ pub(crate) async fn crashed(engine: &dyn Engine, container: &str) -> String {
 }
 
 /// The rules of the verify window, as the plan's `Verify` step carries them.
-pub(crate) struct VerifyRules {
+pub struct VerifyRules {
     pub window: crate::config::Duration,
     pub max_error_rate: f64,
     pub max_p95_latency: crate::config::Duration,
