@@ -25,8 +25,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::deploy::Report;
 use crate::error::ConfigErrors;
+use crate::report::Report;
 
 /// GitHub rejects a step summary of 1 MiB or more; stay clearly under it.
 pub const MAX_SUMMARY_BYTES: usize = 1_000_000;
@@ -318,7 +318,7 @@ pub struct Summary {
 impl Summary {
     /// The summary of a deploy or rollback, every string passed through `redact`.
     pub fn from_report(report: &Report, redact: impl Fn(&str) -> String) -> Summary {
-        let outcome = report.outcome.replace('_', " ");
+        let outcome = report.outcome.as_str().replace('_', " ");
         let title = format!(
             "{} {} {} to {}: {outcome}",
             report.kind, report.app, report.version, report.env
@@ -331,7 +331,7 @@ impl Summary {
                 "Previous",
                 report.previous.clone().unwrap_or_else(|| "none".into()),
             ),
-            ("Colour", report.color.clone()),
+            ("Colour", report.color.to_string()),
             ("URL", report.url.clone()),
             ("Duration", format_duration_ms(report.duration_ms)),
             ("Outcome", outcome),
@@ -341,7 +341,7 @@ impl Summary {
         .collect();
         let (reason, details) = match &report.failure {
             Some(f) => {
-                let rendered = f.render();
+                let rendered = crate::output::render_failure(f);
                 // `render` starts with the reason, which the summary shows on its own.
                 let head = format!("reason: {}\n", f.reason);
                 let rest = rendered.strip_prefix(&head).unwrap_or(&rendered);
@@ -368,7 +368,7 @@ pub fn report_outputs(
 ) -> Vec<(&'static str, String)> {
     vec![
         ("version", redact(&report.version)),
-        ("color", redact(&report.color)),
+        ("color", redact(report.color.as_str())),
         ("url", redact(&report.url)),
         ("previous", redact(report.previous.as_deref().unwrap_or(""))),
     ]

@@ -17,7 +17,67 @@ pub struct Names {
     pub env: String,
 }
 
-pub const COLORS: [&str; 2] = ["blue", "green"];
+/// The two slots a release can run in: one serves, the other takes the next release.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    #[default]
+    Blue,
+    Green,
+}
+
+impl Color {
+    pub const ALL: [Color; 2] = [Color::Blue, Color::Green];
+
+    /// The colour that is not this one.
+    pub fn other(self) -> Color {
+        match self {
+            Color::Blue => Color::Green,
+            Color::Green => Color::Blue,
+        }
+    }
+
+    /// The colour a new release takes: the one not live; blue when nothing is live.
+    pub fn next(live: Option<Color>) -> Color {
+        live.map_or(Color::Blue, Color::other)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Blue => "blue",
+            Color::Green => "green",
+        }
+    }
+}
+
+impl std::fmt::Display for Color {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Color {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "blue" => Ok(Color::Blue),
+            "green" => Ok(Color::Green),
+            other => Err(format!("{other:?} is not a colour (blue or green)")),
+        }
+    }
+}
 
 impl Names {
     pub fn new(app: &str, env: &str) -> Self {
@@ -35,7 +95,7 @@ impl Names {
         )
     }
     /// `<app>.<env>-<color>`.
-    pub fn container(&self, color: &str) -> String {
+    pub fn container(&self, color: Color) -> String {
         format!("{}-{color}", self.pair())
     }
     pub fn proxy(&self) -> String {
@@ -93,14 +153,6 @@ pub fn check_owner(
     )))
 }
 
-/// The colour that is not `live`; blue when nothing is live.
-pub fn other_color(live: Option<&str>) -> &'static str {
-    match live {
-        Some("blue") => "green",
-        _ => "blue",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,15 +160,17 @@ mod tests {
     #[test]
     fn names_follow_the_documented_scheme() {
         let n = Names::new("web", "production");
-        assert_eq!(n.container("blue"), "web.production-blue");
+        assert_eq!(n.container(Color::Blue), "web.production-blue");
         assert_eq!(n.proxy(), "deployctl-proxy-web.production");
         assert_eq!(n.lock(), "deployctl-lock-web.production");
         assert_eq!(n.network(), "deployctl-web.production");
         assert_eq!(n.state_volume(), "deployctl-web.production-state");
         assert_eq!(n.image("3f2a9c1"), "web:3f2a9c1");
-        assert_eq!(other_color(Some("blue")), "green");
-        assert_eq!(other_color(Some("green")), "blue");
-        assert_eq!(other_color(None), "blue");
+        assert_eq!(Color::next(Some(Color::Blue)), Color::Green);
+        assert_eq!(Color::next(Some(Color::Green)), Color::Blue);
+        assert_eq!(Color::next(None), Color::Blue);
+        assert_eq!("green".parse::<Color>(), Ok(Color::Green));
+        assert!("red".parse::<Color>().is_err());
     }
 
     #[test]
@@ -134,7 +188,7 @@ mod tests {
             .iter()
             .flat_map(|(a, e)| {
                 let n = Names::new(a, e);
-                [n.container("blue"), n.proxy(), n.lock(), n.network()]
+                [n.container(Color::Blue), n.proxy(), n.lock(), n.network()]
             })
             .collect();
         assert_eq!(all.len(), pairs.len() * 4, "{all:?}");

@@ -12,8 +12,9 @@ use serde::Serialize;
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::config::{Notify, NotifyEvent, NotifyKind};
-use crate::deploy::Report;
+use crate::proxy::protocol::{Outcome, RunKind};
 use crate::redact::Redactor;
+use crate::report::Report;
 use crate::report::Reporter;
 use crate::util::truncate_chars;
 
@@ -39,7 +40,7 @@ pub struct Notification {
     /// The release that was live before this run.
     pub previous: Option<String>,
     /// `live`, `failed` or `rolled_back`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub duration_ms: u64,
     /// The app's public URL (the proxy's address).
     pub url: String,
@@ -53,7 +54,7 @@ impl Notification {
     pub fn from_report(report: &Report) -> Self {
         let event = if !report.ok {
             NotifyEvent::Failure
-        } else if report.kind == "rollback" {
+        } else if report.kind == RunKind::Rollback {
             NotifyEvent::Rollback
         } else {
             NotifyEvent::Success
@@ -64,7 +65,7 @@ impl Notification {
             env: report.env.clone(),
             version: report.version.clone(),
             previous: report.previous.clone(),
-            outcome: report.outcome.clone(),
+            outcome: report.outcome,
             duration_ms: report.duration_ms,
             url: report.url.clone(),
             reason: report.failure.as_ref().map(|f| f.reason.clone()),
@@ -81,14 +82,14 @@ impl Notification {
             .as_deref()
             .map(|p| format!(" (was {p})"))
             .unwrap_or_default();
-        let mut text = match (self.event, self.outcome.as_str()) {
+        let mut text = match (self.event, self.outcome) {
             (NotifyEvent::Success, _) => {
                 format!("deployctl: {app} {version} is live on {env}{was} in {took}")
             }
             (NotifyEvent::Rollback, _) => {
                 format!("deployctl: {app} rolled back to {version} on {env}{was} in {took}")
             }
-            (NotifyEvent::Failure, "rolled_back") => {
+            (NotifyEvent::Failure, Outcome::RolledBack) => {
                 let to = self.previous.as_deref().unwrap_or("the previous release");
                 format!(
                     "deployctl: {app} {version} failed on {env} after {took}, traffic is back on {to}"
@@ -436,15 +437,16 @@ fn slack_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::Color;
 
-    fn note(event: NotifyEvent, outcome: &str) -> Notification {
+    fn note(event: NotifyEvent, outcome: Outcome) -> Notification {
         Notification {
             event,
             app: "demo".into(),
             env: "production".into(),
             version: "3f2a9c1".into(),
             previous: Some("1a2b3c4".into()),
-            outcome: outcome.into(),
+            outcome,
             duration_ms: 42_000,
             url: "http://127.0.0.1:8080".into(),
             reason: None,
@@ -454,21 +456,21 @@ mod tests {
     #[test]
     fn success_summary() {
         assert_eq!(
-            note(NotifyEvent::Success, "live").summary(),
+            note(NotifyEvent::Success, Outcome::Live).summary(),
             "deployctl: demo 3f2a9c1 is live on production (was 1a2b3c4) in 42.0s — http://127.0.0.1:8080"
         );
     }
 
     #[test]
     fn failure_summaries_carry_the_first_line_of_the_reason() {
-        let mut n = note(NotifyEvent::Failure, "rolled_back");
+        let mut n = note(NotifyEvent::Failure, Outcome::RolledBack);
         n.reason = Some("health check failed:\n  status 500".into());
         n.duration_ms = 125_400;
         assert_eq!(
             n.summary(),
             "deployctl: demo 3f2a9c1 failed on production after 2m05s, traffic is back on 1a2b3c4: health check failed: status 500"
         );
-        n.outcome = "failed".into();
+        n.outcome = Outcome::Failed;
         n.previous = None;
         assert_eq!(
             n.summary(),
@@ -478,7 +480,7 @@ mod tests {
 
     #[test]
     fn rollback_summary() {
-        let mut n = note(NotifyEvent::Rollback, "live");
+        let mut n = note(NotifyEvent::Rollback, Outcome::Live);
         n.duration_ms = 3_150;
         assert_eq!(
             n.summary(),
@@ -488,7 +490,7 @@ mod tests {
 
     #[test]
     fn discord_content_fits_the_limit_and_slack_is_escaped() {
-        let mut n = note(NotifyEvent::Failure, "failed");
+        let mut n = note(NotifyEvent::Failure, Outcome::Failed);
         n.reason = Some("x".repeat(5000));
         n.app = "a".repeat(3000);
         let content = payload(NotifyKind::Discord, &n)["content"]
@@ -518,15 +520,15 @@ mod tests {
     fn from_report_maps_kind_and_result_to_the_event() {
         let mut report = Report {
             ok: true,
-            kind: "deploy".into(),
+            kind: RunKind::Deploy,
             app: "demo".into(),
             env: "staging".into(),
             version: "3f2a9c1".into(),
-            color: "green".into(),
+            color: Color::Green,
             container: "demo-staging-green".into(),
             url: "http://127.0.0.1:8081".into(),
             previous: Some("1a2b3c4".into()),
-            outcome: "live".into(),
+            outcome: Outcome::Live,
             duration_ms: 1234,
             swap_ms: Some(1.5),
             failure: None,
@@ -542,24 +544,24 @@ mod tests {
             ("http://127.0.0.1:8081", 1234, None)
         );
 
-        report.kind = "rollback".into();
+        report.kind = RunKind::Rollback;
         assert_eq!(
             Notification::from_report(&report).event,
             NotifyEvent::Rollback
         );
 
         report.ok = false;
-        report.outcome = "rolled_back".into();
-        report.failure = Some(crate::deploy::FailureReport {
+        report.outcome = Outcome::RolledBack;
+        report.failure = Some(crate::report::FailureReport {
             reason: "unhealthy".into(),
             ..Default::default()
         });
         let n = Notification::from_report(&report);
         assert_eq!(
-            (n.event, n.outcome.as_str(), n.reason.as_deref()),
-            (NotifyEvent::Failure, "rolled_back", Some("unhealthy"))
+            (n.event, n.outcome, n.reason.as_deref()),
+            (NotifyEvent::Failure, Outcome::RolledBack, Some("unhealthy"))
         );
-        report.kind = "deploy".into();
+        report.kind = RunKind::Deploy;
         assert_eq!(
             Notification::from_report(&report).event,
             NotifyEvent::Failure

@@ -3,6 +3,9 @@
 //! happens, then the result document as the last line), and tracing logs on stderr.
 //! Every string passes through the redactor on its way out.
 
+mod render;
+pub use render::render_failure;
+
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -145,7 +148,7 @@ impl Output {
     }
 
     /// The end of a deploy or rollback in GitHub Actions: step summary and step outputs.
-    pub fn publish_report(&self, report: &crate::deploy::Report) {
+    pub fn publish_report(&self, report: &crate::report::Report) {
         if let Some(gha) = &self.gha
             && let Err(e) = gha.publish_report(report, redact)
         {

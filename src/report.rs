@@ -1,11 +1,14 @@
 //! How the core tells the outside world what it is doing. The CLI decides how it looks
-//! (`src/output.rs`); the core only emits events.
+//! (`src/output.rs`); the core only emits events, and the data of a run's outcome (`Report`).
 
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::engine::ContainerState;
 use crate::health::ProbeResult;
+use crate::names::Color;
+use crate::proxy::protocol::{Outcome, RunKind};
 
 /// Something worth telling the user while a command runs.
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +70,72 @@ impl dyn Reporter + '_ {
     }
 }
 
+/// The phases of a run, as progress events name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseName {
+    /// Connecting to the Docker Engine.
+    Docker,
+    /// The prerequisites.
+    Checks,
+    /// A test command.
+    Test,
+    /// A hook command.
+    Hook,
+    /// Taking the deploy lock.
+    Lock,
+    /// Building (or finding) the proxy image.
+    ProxyImage,
+    /// Building the app image.
+    Build,
+    /// Pushing to the registry.
+    Push,
+    /// Ensuring the proxy runs.
+    Proxy,
+    /// Draining a previous run's leftover requests.
+    Drain,
+    /// Starting the new release.
+    Start,
+    /// The health gate.
+    Health,
+    /// Switching traffic.
+    Switch,
+    /// The verify window.
+    Verify,
+    /// Switching traffic back.
+    Rollback,
+    /// Stopping the previous release.
+    Stop,
+    /// Removing old images.
+    Prune,
+    /// Sending notifications.
+    Notify,
+}
+
+impl PhaseName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseName::Docker => "docker",
+            PhaseName::Checks => "checks",
+            PhaseName::Test => "test",
+            PhaseName::Hook => "hook",
+            PhaseName::Lock => "lock",
+            PhaseName::ProxyImage => "proxy image",
+            PhaseName::Build => "build",
+            PhaseName::Push => "push",
+            PhaseName::Proxy => "proxy",
+            PhaseName::Drain => "drain",
+            PhaseName::Start => "start",
+            PhaseName::Health => "health",
+            PhaseName::Switch => "switch",
+            PhaseName::Verify => "verify",
+            PhaseName::Rollback => "rollback",
+            PhaseName::Stop => "stop",
+            PhaseName::Prune => "prune",
+            PhaseName::Notify => "notify",
+        }
+    }
+}
+
 /// Times a phase and reports its start and end.
 pub struct Phase<'a> {
     reporter: &'a dyn Reporter,
@@ -76,7 +145,8 @@ pub struct Phase<'a> {
 }
 
 impl<'a> Phase<'a> {
-    pub fn start(reporter: &'a dyn Reporter, name: &str, detail: impl Into<String>) -> Self {
+    pub fn start(reporter: &'a dyn Reporter, name: PhaseName, detail: impl Into<String>) -> Self {
+        let name = name.as_str();
         reporter.event(Event::PhaseStarted {
             phase: name.into(),
             detail: detail.into(),
@@ -123,4 +193,34 @@ pub struct Silent;
 
 impl Reporter for Silent {
     fn event(&self, _: Event) {}
+}
+
+/// Details of why a release was refused.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FailureReport {
+    pub reason: String,
+    /// The last health responses.
+    pub probes: Vec<ProbeResult>,
+    pub container: Option<String>,
+    pub container_state: Option<ContainerState>,
+    /// The container's last log lines.
+    pub logs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub kind: RunKind,
+    pub app: String,
+    pub env: String,
+    pub version: String,
+    pub color: Color,
+    pub container: String,
+    pub url: String,
+    pub previous: Option<String>,
+    /// `Live`, `Failed` or `RolledBack`.
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    pub swap_ms: Option<f64>,
+    pub failure: Option<FailureReport>,
 }

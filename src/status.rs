@@ -7,13 +7,13 @@ use crate::engine::Engine;
 use crate::health::HealthSpec;
 use crate::host::{self, engine_err};
 use crate::names::Names;
-use crate::plan::public_url;
 use crate::proxy::protocol::{Outcome, ReleaseRecord};
+use crate::release::plan::public_url;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveRelease {
     pub version: String,
-    pub color: String,
+    pub color: crate::names::Color,
     pub container: String,
     pub running: bool,
     /// Docker's status word for the container, or `missing`.
@@ -22,7 +22,35 @@ pub struct LiveRelease {
     /// Seconds since the container started, when it runs.
     pub uptime_seconds: Option<u64>,
     /// `passing`, or why the check failed.
-    pub health: String,
+    pub health: LiveHealth,
+}
+
+/// The live release's health right now; shown (and serialized) as `passing` or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveHealth {
+    Passing,
+    /// The check failed, with its last error.
+    Failing(String),
+    NotRunning,
+    /// The check could not be run.
+    Unknown(String),
+}
+
+impl std::fmt::Display for LiveHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LiveHealth::Passing => f.write_str("passing"),
+            LiveHealth::Failing(why) => f.write_str(why),
+            LiveHealth::NotRunning => f.write_str("not running"),
+            LiveHealth::Unknown(why) => write!(f, "unknown ({why})"),
+        }
+    }
+}
+
+impl Serialize for LiveHealth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,14 +120,14 @@ pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Stat
             )
             .await
         } else {
-            "not running".to_string()
+            LiveHealth::NotRunning
         };
         if !running {
             problems.push(format!(
                 "the live container {} is {state}: `deployctl rollback` switches to the last good release, or `docker start {}`",
                 target.container, target.container
             ));
-        } else if health != "passing" {
+        } else if health != LiveHealth::Passing {
             problems.push(format!(
                 "the live release {} fails its health check: {health}",
                 target.version
@@ -114,7 +142,7 @@ pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Stat
         live = Some(LiveRelease {
             uptime_seconds,
             version: target.version.clone(),
-            color: target.color.clone(),
+            color: target.color,
             container: target.container.clone(),
             running,
             state,
@@ -145,7 +173,7 @@ pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Stat
 }
 
 /// One health check of the live release right now.
-async fn probe_now(engine: &dyn Engine, names: &Names, spec: &HealthSpec) -> String {
+async fn probe_now(engine: &dyn Engine, names: &Names, spec: &HealthSpec) -> LiveHealth {
     let mut once = spec.clone();
     once.healthy_threshold = 1;
     once.deadline_ms = once.timeout_ms + 100;
@@ -157,13 +185,14 @@ async fn probe_now(engine: &dyn Engine, names: &Names, spec: &HealthSpec) -> Str
     })
     .await;
     match outcome {
-        Ok(crate::health::HealthOutcome::Healthy { .. }) => "passing".into(),
-        Ok(_) => last
-            .lock()
-            .ok()
-            .and_then(|l| l.as_ref().and_then(|p| p.error.clone()))
-            .unwrap_or_else(|| "failing".into()),
-        Err(e) => format!("unknown ({e:#})"),
+        Ok(crate::health::HealthOutcome::Healthy { .. }) => LiveHealth::Passing,
+        Ok(_) => LiveHealth::Failing(
+            last.lock()
+                .ok()
+                .and_then(|l| l.as_ref().and_then(|p| p.error.clone()))
+                .unwrap_or_else(|| "failing".into()),
+        ),
+        Err(e) => LiveHealth::Unknown(format!("{e:#}")),
     }
 }
 

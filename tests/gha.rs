@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use deployctl::deploy::{FailureReport, Report};
 use deployctl::engine::ContainerState;
 use deployctl::error::{ConfigError, ConfigErrors};
 use deployctl::gha::{self, Gha, MAX_SUMMARY_BYTES, Summary};
 use deployctl::health::ProbeResult;
+use deployctl::proxy::protocol::{Color, Outcome, RunKind};
 use deployctl::redact::Redactor;
+use deployctl::report::{FailureReport, Report};
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -83,15 +84,15 @@ fn parse_runner_file(text: &str) -> Result<Vec<(String, String)>, String> {
 fn report_ok() -> Report {
     Report {
         ok: true,
-        kind: "deploy".into(),
+        kind: RunKind::Deploy,
         app: "demo".into(),
         env: "production".into(),
         version: "3f2a9c1".into(),
-        color: "green".into(),
+        color: Color::Green,
         container: "demo-production-green".into(),
         url: "http://127.0.0.1:8081".into(),
         previous: Some("a1b2c3d".into()),
-        outcome: "live".into(),
+        outcome: Outcome::Live,
         duration_ms: 42_345,
         swap_ms: Some(1.5),
         failure: None,
@@ -101,7 +102,7 @@ fn report_ok() -> Report {
 fn report_failed(logs: Vec<String>) -> Report {
     Report {
         ok: false,
-        outcome: "rolled_back".into(),
+        outcome: Outcome::RolledBack,
         duration_ms: 125_000,
         previous: None,
         failure: Some(FailureReport {

@@ -5,6 +5,7 @@ use std::time::Duration as StdDuration;
 
 use deployctl::config::{Duration, Notify, NotifyEvent, NotifyKind};
 use deployctl::notify::{Delivery, Notification, send_all};
+use deployctl::proxy::protocol::Outcome;
 use deployctl::report::{Event, Reporter};
 use support::{Reply, Stub};
 
@@ -61,7 +62,7 @@ fn success() -> Notification {
         env: "production".into(),
         version: "3f2a9c1".into(),
         previous: Some("1a2b3c4".into()),
-        outcome: "live".into(),
+        outcome: Outcome::Live,
         duration_ms: 42_000,
         url: "http://127.0.0.1:8080".into(),
         reason: None,
@@ -144,7 +145,7 @@ async fn failure_payload_carries_the_reason() {
     let server = Stub::start(|_, _| Reply::new(204, ""));
     let n = Notification {
         event: NotifyEvent::Failure,
-        outcome: "rolled_back".into(),
+        outcome: Outcome::RolledBack,
         reason: Some("verify: error rate 0.25 > 0.01; rolled back to 1a2b3c4".into()),
         ..success()
     };

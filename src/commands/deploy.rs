@@ -3,11 +3,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::cli::{DeployArgs, Global, RollbackArgs};
-use crate::deploy::{self, DeployOptions, Report, Session};
 use crate::engine::Engine;
 use crate::error::{Error, ExitCode};
 use crate::output::Output;
-use crate::plan::Plan;
+use crate::release::plan::{LiveState, Plan};
+use crate::release::{self, DeployOptions, Report, Session};
 
 /// How long cleanup after a signal may take before we exit anyway.
 const RECOVER_LIMIT: Duration = Duration::from_secs(4);
@@ -23,14 +23,14 @@ pub async fn deploy(g: &Global, out: &Output, args: DeployArgs) -> anyhow::Resul
     if args.dry_run {
         let engine = super::connect(&loaded).await.ok();
         let plan =
-            deploy::preview_deploy(&loaded, engine.as_ref().map(|e| e as &dyn Engine), &opts)
+            release::preview_deploy(&loaded, engine.as_ref().map(|e| e as &dyn Engine), &opts)
                 .await?;
         print_plan(out, &plan);
         return Ok(ExitCode::Ok);
     }
     let engine = super::connect(&loaded).await?;
     let session = Session::new(&loaded, &engine, out);
-    let report = interruptible(&session, deploy::deploy(&session, &opts)).await?;
+    let report = interruptible(&session, release::deploy(&session, &opts)).await?;
     Ok(print_report(out, &report))
 }
 
@@ -39,15 +39,16 @@ pub async fn rollback(g: &Global, out: &Output, args: RollbackArgs) -> anyhow::R
     let engine = super::connect(&loaded).await?;
     let session = Session::new(&loaded, &engine, out);
     if args.dry_run {
-        let plan = deploy::preview_rollback(&session, args.to.as_deref(), args.with_current_config)
-            .await?;
+        let plan =
+            release::preview_rollback(&session, args.to.as_deref(), args.with_current_config)
+                .await?;
         print_plan(out, &plan);
         return Ok(ExitCode::Ok);
     }
     let wait = args.lock_wait.unwrap_or_default();
     let report = interruptible(
         &session,
-        deploy::rollback(&session, args.to.as_deref(), wait, args.with_current_config),
+        release::rollback(&session, args.to.as_deref(), wait, args.with_current_config),
     )
     .await?;
     Ok(print_report(out, &report))
@@ -62,7 +63,7 @@ async fn interruptible(
         result = work => result,
         signal = super::signal() => {
             session.reporter.warn(format!("{signal}: stopping"));
-            let _ = tokio::time::timeout(RECOVER_LIMIT, deploy::recover(session)).await;
+            let _ = tokio::time::timeout(RECOVER_LIMIT, release::recover(session)).await;
             Err(Error::Interrupted { signal }.into())
         }
     }
@@ -77,7 +78,7 @@ fn print_plan(out: &Output, plan: &Plan) {
     text.push_str(&format!("  url:       {}\n", plan.url));
     text.push_str(&format!("  health:    {}\n", plan.health_url));
     match &plan.previous {
-        _ if plan.live_state != "known" => text.push_str("  live now:  unknown\n"),
+        _ if plan.live_state != LiveState::Known => text.push_str("  live now:  unknown\n"),
         Some(p) => text.push_str(&format!(
             "  live now:  {} ({}, {})\n",
             p.version, p.color, p.container
@@ -118,7 +119,7 @@ fn print_report(out: &Output, report: &Report) -> ExitCode {
         let failure = report
             .failure
             .as_ref()
-            .map(|f| f.render())
+            .map(crate::output::render_failure)
             .unwrap_or_default();
         format!(
             "{} {} of {} to {} failed\n{failure}",

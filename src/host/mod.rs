@@ -3,6 +3,7 @@
 //! very binary (`image`). This module keeps what they share: the engine error mapping, ownership
 //! checks of the host's objects, the private network, and how the proxy reaches an app container.
 
+pub mod container;
 mod image;
 mod observe;
 mod proxy;
@@ -58,11 +59,16 @@ pub async fn ensure_network(engine: &dyn Engine, names: &Names) -> anyhow::Resul
 }
 
 /// How the proxy reaches an app container: its name, resolved by Docker's DNS on the private network.
-pub fn target_for(config: &Config, container: &str, version: &str, color: &str) -> Target {
+pub fn target_for(
+    config: &Config,
+    container: &str,
+    version: &str,
+    color: crate::names::Color,
+) -> Target {
     Target {
         addr: format!("{container}:{}", config.app.port),
         container: container.to_string(),
         version: version.to_string(),
-        color: color.to_string(),
+        color,
     }
 }

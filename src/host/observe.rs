@@ -5,7 +5,7 @@ use super::proxy::{proxy_releases, proxy_status};
 use super::{engine_err, owned_container};
 use crate::engine::{Engine, labels};
 use crate::names::Names;
-use crate::plan::{AppContainer, Observed, ProxyObserved};
+use crate::release::plan::{AppContainer, Observed, ProxyObserved};
 
 /// Reads everything a plan needs. Errors only when the engine cannot be reached at all.
 pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Observed> {
@@ -34,7 +34,7 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
     {
         observed.containers.push(AppContainer {
             id: c.id.clone(),
-            color: c.labels.get(labels::COLOR).cloned().unwrap_or_default(),
+            color: c.labels.get(labels::COLOR).and_then(|c| c.parse().ok()),
             version: c.labels.get(labels::VERSION).cloned().unwrap_or_default(),
             running: c.state.running,
             name: c.name,

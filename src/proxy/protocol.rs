@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::names::Color;
+
 /// Where traffic goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
@@ -10,7 +12,7 @@ pub struct Target {
     pub addr: String,
     pub container: String,
     pub version: String,
-    pub color: String,
+    pub color: Color,
 }
 
 /// Per-target traffic since that target became live (or since the proxy started).
@@ -18,7 +20,7 @@ pub struct Target {
 pub struct TargetStats {
     pub container: String,
     pub version: String,
-    pub color: String,
+    pub color: Color,
     pub requests: u64,
     /// 5xx answers plus requests that could not be proxied.
     pub errors: u64,
@@ -76,13 +78,55 @@ pub enum Outcome {
     RolledBack,
 }
 
+/// What a run does: deploy a new release or roll back to an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Deploy,
+    Rollback,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Deploy => "deploy",
+            RunKind::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Outcome {
+    /// The word the ledger and reports use (`rolled_back`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::InProgress => "in_progress",
+            Outcome::Live => "live",
+            Outcome::Good => "good",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One entry of the release ledger (`<state_dir>/releases.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseRecord {
     pub id: String,
     pub version: String,
     pub image: String,
-    pub color: String,
+    pub color: Color,
     pub container: String,
     #[serde(default)]
     pub git_sha: Option<String>,

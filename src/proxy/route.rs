@@ -137,7 +137,7 @@ mod tests {
             addr: format!("{name}:3000"),
             container: name.into(),
             version: "1".into(),
-            color: "blue".into(),
+            color: crate::names::Color::Blue,
         }
     }
 

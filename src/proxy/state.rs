@@ -154,7 +154,7 @@ mod tests {
             id: id.into(),
             version: format!("v-{id}"),
             image: "app:1".into(),
-            color: "blue".into(),
+            color: crate::names::Color::Blue,
             container: "app-blue".into(),
             git_sha: None,
             author: None,
@@ -215,7 +215,7 @@ mod tests {
                 addr: "app-blue:3000".into(),
                 container: "app-blue".into(),
                 version: "1".into(),
-                color: "blue".into(),
+                color: crate::names::Color::Blue,
             }),
             switched_at: Some(42),
         };

@@ -113,7 +113,7 @@ impl Stats {
         TargetStats {
             container: target.container.clone(),
             version: target.version.clone(),
-            color: target.color.clone(),
+            color: target.color,
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             in_flight: self.in_flight(),
@@ -165,7 +165,7 @@ mod tests {
             addr: "a:1".into(),
             container: "c".into(),
             version: "v".into(),
-            color: "blue".into(),
+            color: crate::names::Color::Blue,
         }
     }
 

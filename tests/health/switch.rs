@@ -14,7 +14,7 @@ fn target(addr: SocketAddr, version: &str) -> Target {
         addr: addr.to_string(),
         container: format!("app-{version}"),
         version: version.into(),
-        color: "green".into(),
+        color: deployctl::names::Color::Green,
     }
 }
 

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use deployctl::proxy::protocol::{Outcome, ReleaseRecord, SwitchRequest, SwitchResult, Target};
+use deployctl::proxy::protocol::{
+    Color, Outcome, ReleaseRecord, SwitchRequest, SwitchResult, Target,
+};
 use deployctl::proxy::{self, RunOptions, Server};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -61,7 +63,11 @@ impl Upstream {
             addr: self.addr.to_string(),
             container: format!("app-{}", self.name),
             version: self.name.to_string(),
-            color: if self.name == "v1" { "blue" } else { "green" }.to_string(),
+            color: if self.name == "v1" {
+                Color::Blue
+            } else {
+                Color::Green
+            },
         }
     }
 }
@@ -295,7 +301,7 @@ pub(crate) fn record(id: &str, outcome: Outcome) -> ReleaseRecord {
         id: id.into(),
         version: format!("ver-{id}"),
         image: format!("app:{id}"),
-        color: "blue".into(),
+        color: Color::Blue,
         container: format!("app-blue-{id}"),
         git_sha: Some("3f2a9c1".into()),
         author: Some("ci".into()),
@@ -361,6 +367,6 @@ pub(crate) fn raw_target(addr: SocketAddr) -> Target {
         addr: addr.to_string(),
         container: "app-raw".into(),
         version: "raw".into(),
-        color: "blue".into(),
+        color: Color::Blue,
     }
 }

@@ -1,0 +1,281 @@
+//! Releasing: one deploy or rollback from start to outcome. The session (what a run works with
+//! and how far it got), the entry points `deploy`, `rollback` and their dry-run previews.
+//!
+//! Invariant: until the switch, the live release is never touched, so any failure before it only
+//! has to stop the new container. After the switch, a failure switches back first and reports after.
+//!
+//! - `plan`: the pure planner (configuration + observed state -> steps)
+//! - `pipeline`: before the lock (prerequisites, tests, build, push), then the locked part
+//! - `execute`: the interpreter of the plan's steps after the lock, and the failure branch
+//! - `watch`: the health gate, the verify window, crash detection, the switch
+//! - `ledger`: release records, marks and pruning
+//! - `outcome`: hooks and notifications once the outcome is known
+//! - `recover`: cleanup after a signal
+//! - `tests`: the interpreter against a fake target, without Docker
+//! - `target`: the seam the interpreter drives (`DeployTarget`), and its one implementation
+
+mod execute;
+mod ledger;
+mod outcome;
+mod pipeline;
+pub mod plan;
+mod recover;
+pub mod target;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Loaded;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::host::{self, engine_err};
+use crate::lock;
+use crate::names::{Color, Names};
+use crate::proxy::protocol::{Outcome, ReleaseRecord, Target};
+pub use crate::report::{FailureReport, Report};
+use crate::report::{Phase, PhaseName, Reporter};
+use crate::run;
+use execute::execute;
+use outcome::{Failed, after_outcome};
+use pipeline::{deploy_pipeline, proxy_image};
+use plan::{DeployRequest, Observed, Plan};
+pub use recover::recover;
+
+/// Everything one deploy or rollback works with.
+pub struct Session<'a> {
+    pub loaded: &'a Loaded,
+    pub engine: &'a dyn Engine,
+    pub reporter: &'a dyn Reporter,
+    pub names: Names,
+    /// What has been done so far, for cleanup after a signal.
+    pub progress: Arc<Mutex<Progress>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    pub lock_held: bool,
+    /// The container started by this run and its version.
+    pub started: Option<(String, String)>,
+    /// The live target before this run switched (set when a switch begins).
+    pub switched_from: Option<Target>,
+    /// The target this run switches to (set when a switch begins).
+    pub switched_to: Option<Target>,
+    pub switch_started: bool,
+    /// The previous release's container was told to stop: traffic must not go back to it.
+    pub old_stopping: bool,
+    pub record: Option<ReleaseRecord>,
+    pub finished: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub version: Option<String>,
+    pub image: Option<String>,
+    pub skip_tests: bool,
+    pub lock_wait: Duration,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(loaded: &'a Loaded, engine: &'a dyn Engine, reporter: &'a dyn Reporter) -> Self {
+        Session {
+            names: Names::new(&loaded.config.app.name, &loaded.env),
+            loaded,
+            engine,
+            reporter,
+            progress: Arc::default(),
+        }
+    }
+
+    fn progress(&self, f: impl FnOnce(&mut Progress)) {
+        if let Ok(mut p) = self.progress.lock() {
+            f(&mut p);
+        }
+    }
+
+    /// The environment hooks see.
+    fn hook_env(
+        &self,
+        version: &str,
+        previous: Option<&str>,
+        color: Color,
+        outcome: Option<Outcome>,
+    ) -> Vec<(String, String)> {
+        vec![
+            ("DEPLOYCTL_APP".into(), self.names.app.clone()),
+            ("DEPLOYCTL_ENV".into(), self.names.env.clone()),
+            ("DEPLOYCTL_VERSION".into(), version.into()),
+            (
+                "DEPLOYCTL_PREVIOUS_VERSION".into(),
+                previous.unwrap_or("").into(),
+            ),
+            ("DEPLOYCTL_COLOR".into(), color.to_string()),
+            (
+                "DEPLOYCTL_OUTCOME".into(),
+                outcome.map(Outcome::as_str).unwrap_or("").into(),
+            ),
+        ]
+    }
+
+    async fn run_command(
+        &self,
+        source: &str,
+        spec: (&[String], bool),
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<(), Failed> {
+        run::run(
+            spec.0,
+            spec.1,
+            &self.loaded.root,
+            env,
+            timeout,
+            source,
+            self.reporter,
+        )
+        .await
+        .map_err(|f| Failed {
+            report: FailureReport {
+                reason: format!("{source} failed: {f}"),
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Observes the host, or says why it could not.
+    pub async fn observe(&self) -> anyhow::Result<Observed> {
+        host::observe(self.engine, &self.names).await
+    }
+
+    /// Observes after starting a stopped proxy: only a running proxy can tell which release is
+    /// live (its state file restores the route), and planning without that would pick the wrong colour.
+    async fn observe_started(&self, proxy_image: &str) -> anyhow::Result<Observed> {
+        let observed = self.observe().await?;
+        if observed.proxy.as_ref().is_some_and(|p| !p.running) {
+            host::ensure_proxy(self.engine, self.loaded, &self.names, proxy_image).await?;
+            return self.observe().await;
+        }
+        Ok(observed)
+    }
+}
+
+/// The plan `deploy` would follow. Docker being unreachable (`engine` None or failing) is not an
+/// error here: the plan says the live state is unknown.
+pub async fn preview_deploy(
+    loaded: &Loaded,
+    engine: Option<&dyn Engine>,
+    opts: &DeployOptions,
+) -> anyhow::Result<Plan> {
+    let version = crate::version::resolve(opts.version.as_deref(), &loaded.root)?;
+    let names = Names::new(&loaded.config.app.name, &loaded.env);
+    let observed = match engine {
+        None => Observed::unknown("the Docker Engine cannot be reached"),
+        Some(engine) => match engine.ping().await {
+            Ok(_) => host::observe(engine, &names).await?,
+            Err(e) => Observed::unknown(e.to_string()),
+        },
+    };
+    let req = DeployRequest {
+        version,
+        image: opts.image.clone(),
+        image_id: None,
+        skip_tests: opts.skip_tests,
+        proxy_image: proxy_image_name(loaded),
+    };
+    Ok(plan::plan_deploy(loaded, &req, &observed))
+}
+
+/// The proxy image name without building it (for previews).
+fn proxy_image_name(loaded: &Loaded) -> String {
+    loaded
+        .config
+        .proxy
+        .image
+        .clone()
+        .unwrap_or_else(|| host::self_image_name().unwrap_or_else(|_| "deployctl-proxy".into()))
+}
+
+pub async fn preview_rollback(
+    session: &Session<'_>,
+    to: Option<&str>,
+    current_config: bool,
+) -> anyhow::Result<Plan> {
+    session.engine.ping().await.map_err(engine_err)?;
+    let observed = session.observe().await?;
+    plan::plan_rollback(
+        session.loaded,
+        to,
+        &observed,
+        &proxy_image_name(session.loaded),
+        current_config,
+    )
+    .map_err(|m| Error::DeployFailed(m).into())
+}
+
+pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Result<Report> {
+    let report = deploy_pipeline(session, opts).await?;
+    after_outcome(session, &report).await;
+    Ok(report)
+}
+
+pub async fn rollback(
+    session: &Session<'_>,
+    to: Option<&str>,
+    lock_wait: Duration,
+    current_config: bool,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let config = &session.loaded.config;
+    let engine = session.engine;
+    engine.ping().await.map_err(engine_err)?;
+    let proxy_image = proxy_image(session).await?;
+    let phase = Phase::start(session.reporter, PhaseName::Lock, session.names.lock());
+    let reason = format!(
+        "rollback{}",
+        to.map(|v| format!(" to {v}")).unwrap_or_default()
+    );
+    lock::acquire(
+        engine,
+        &session.names,
+        &proxy_image,
+        &reason,
+        lock_wait,
+        config.deploy.lock_stale_after.get(),
+        false,
+        &session.loaded.files[0],
+    )
+    .await?;
+    session.progress(|p| p.lock_held = true);
+    phase.ok("");
+    let result = async {
+        let observed = session.observe_started(&proxy_image).await?;
+        let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image, current_config)
+            .map_err(Error::DeployFailed)?;
+        execute(
+            session,
+            &target::SingleHost::new(session),
+            &plan,
+            &observed,
+            &plan.steps[1..],
+            started,
+            &proxy_image,
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = lock::release(engine, &session.names, false).await {
+        session
+            .reporter
+            .warn(format!("could not release the lock: {e:#}"));
+    }
+    session.progress(|p| {
+        p.lock_held = false;
+        p.finished = true;
+    });
+    let report = result?;
+    after_outcome(session, &report).await;
+    Ok(report)
+}

@@ -1,0 +1,186 @@
+//! The steps of a plan, each with every value the executor uses (typed durations, the health rules,
+//! the target), and the small types they are made of.
+
+use serde::Serialize;
+
+use crate::config::{Duration, NotifyEvent, NotifyKind};
+use crate::names::Color;
+use crate::proxy::protocol::Outcome;
+
+/// One step, with every concrete value the executor will use. Secrets are already redacted
+/// by the caller's output layer; the plan carries no secret values except through `Loaded`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    RunHook {
+        hook: Hook,
+        command: Vec<String>,
+        shell: bool,
+    },
+    RunTest {
+        command: Vec<String>,
+        shell: bool,
+        timeout: Duration,
+    },
+    BuildImage {
+        image: String,
+        context: String,
+        dockerfile: String,
+        target: Option<String>,
+    },
+    UseImage {
+        image: String,
+    },
+    PushImage {
+        image: String,
+        target: String,
+    },
+    AcquireLock {
+        lock: String,
+    },
+    EnsureNetwork {
+        network: String,
+    },
+    EnsureProxy {
+        container: String,
+        image: String,
+        listen: String,
+        action: ProxyAction,
+    },
+    RemoveContainer {
+        container: String,
+        version: String,
+        reason: String,
+    },
+    StartRelease {
+        container: String,
+        image: String,
+        color: Color,
+        version: String,
+        network: String,
+        env: Vec<String>,
+        /// Start the release's existing stopped container instead of creating one.
+        reuse: bool,
+    },
+    WaitHealthy {
+        url: String,
+        expect_status: Vec<u16>,
+        healthy_threshold: u32,
+        interval: Duration,
+        timeout: Duration,
+        deadline: Duration,
+        /// The other rules of each check; header values are always shown as `***`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        headers: std::collections::BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expect_body: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expect_json: Option<crate::config::ExpectJson>,
+        /// `health.docker_cmd`: Docker's own HEALTHCHECK must pass too.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        docker_cmd: Option<Vec<String>>,
+        /// Consecutive failing answers that fail the release.
+        unhealthy_threshold: u32,
+        /// Failures in this first stretch do not count.
+        start_period: Duration,
+    },
+    Switch {
+        from: Option<String>,
+        to: String,
+        drain_timeout: Duration,
+    },
+    Verify {
+        window: Duration,
+        max_error_rate: f64,
+        max_p95_latency: Duration,
+    },
+    StopContainer {
+        container: String,
+        version: String,
+    },
+    RecordRelease {
+        version: String,
+        outcome: Outcome,
+    },
+    Prune {
+        images: Vec<String>,
+    },
+    Notify {
+        kind: NotifyKind,
+        url: String,
+        event: NotifyEvent,
+    },
+    ReleaseLock {
+        lock: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyAction {
+    Create,
+    Start,
+    Keep,
+}
+
+/// The hooks of the configuration, by when they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// Before the build; a failure stops the deploy.
+    PreBuild,
+    /// After the health gate, before the switch; a failure stops the deploy.
+    PreDeploy,
+    /// After a successful deploy; a failure is a warning.
+    PostDeploy,
+    /// After a failed run; a failure is a warning.
+    OnFailure,
+    /// After a rollback (asked for or automatic); a failure is a warning.
+    OnRollback,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::PreBuild => "pre_build",
+            Hook::PreDeploy => "pre_deploy",
+            Hook::PostDeploy => "post_deploy",
+            Hook::OnFailure => "on_failure",
+            Hook::OnRollback => "on_rollback",
+        }
+    }
+    /// Hooks that run before the outcome is known stop the run when they fail.
+    pub fn gates(self) -> bool {
+        matches!(self, Hook::PreBuild | Hook::PreDeploy)
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the planner could read the live state; printed as `known` or `unknown (<why>)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveState {
+    Known,
+    Unknown(String),
+}
+
+impl std::fmt::Display for LiveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LiveState::Known => f.write_str("known"),
+            LiveState::Unknown(why) => write!(f, "unknown ({why})"),
+        }
+    }
+}
+
+impl Serialize for LiveState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}

@@ -1,0 +1,117 @@
+//! Cleanup after SIGINT/SIGTERM (issue 8 item 2): traffic back only to a running release that was
+//! not told to stop, the new container stopped unless it serves, the ledger and the lock settled.
+
+use std::time::Duration;
+
+use super::Session;
+use super::watch::switch_to;
+use crate::host::{self, now_unix};
+use crate::lock;
+use crate::proxy::protocol::Outcome;
+
+/// After SIGINT/SIGTERM: traffic on a running release, the new container stopped unless it is
+/// the one that serves, the lock released. Bounded in time by the caller.
+///
+/// Before the switch nothing live was touched. After it, traffic goes back to the previous
+/// release only while that one still runs and was not told to stop; once its stop has begun
+/// (or it is gone), the new release, which passed its health checks, keeps serving.
+pub async fn recover(session: &Session<'_>) {
+    let progress = session
+        .progress
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default();
+    if progress.finished {
+        return;
+    }
+    let engine = session.engine;
+    let drain = session.loaded.config.deploy.drain_timeout;
+    let mut new_is_live = false;
+    if progress.switch_started {
+        let previous = progress.switched_from.as_ref();
+        let previous_runs = match previous {
+            Some(p) if !progress.old_stopping => engine
+                .inspect_container(&p.container)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.state.running),
+            _ => false,
+        };
+        match (previous, &progress.switched_to) {
+            (Some(previous), _) if previous_runs => match switch_to(session, previous, drain).await
+            {
+                Ok(_) => session
+                    .reporter
+                    .info(format!("traffic is back on {}", previous.version)),
+                Err(e) => {
+                    // The proxy refuses a target that fails its check: traffic stayed on the new one.
+                    new_is_live = true;
+                    session.reporter.warn(format!(
+                        "could not switch back to {}: {e:#}",
+                        previous.version
+                    ));
+                }
+            },
+            (previous, Some(new)) => {
+                new_is_live = true;
+                let why = match previous {
+                    Some(p) if progress.old_stopping => {
+                        format!(": {} was already being stopped", p.version)
+                    }
+                    Some(p) => format!(": {} is not running", p.version),
+                    None => String::new(),
+                };
+                // A no-op when the switch completed; finishes it (after a check) when it did not.
+                match switch_to(session, new, drain).await {
+                    Ok(_) => session
+                        .reporter
+                        .info(format!("traffic stays on {}{why}", new.version)),
+                    Err(e) => session.reporter.warn(format!(
+                        "could not keep traffic on {}{why}: {e:#}",
+                        new.version
+                    )),
+                }
+            }
+            (_, None) => {}
+        }
+    } else {
+        session
+            .reporter
+            .info("traffic was not switched: the live release was not touched");
+    }
+    if let Some((container, _)) = &progress.started
+        && !new_is_live
+    {
+        let _ = engine
+            .stop_container(container, Duration::from_secs(2))
+            .await;
+    }
+    if let Some(mut record) = progress.record.clone() {
+        if new_is_live {
+            // It serves: the ledger says so rather than contradict the proxy.
+            record.outcome = Outcome::Live;
+            record.reason = Some("interrupted after its switch".into());
+        } else {
+            record.outcome = Outcome::Failed;
+            record.reason = Some("interrupted".into());
+        }
+        record.finished_at = Some(now_unix());
+        let _ = host::proxy_record(engine, &session.names, &record).await;
+    }
+    if progress.lock_held {
+        let _ = lock::release(engine, &session.names, false).await;
+    }
+    // The interrupt may have come before the stop request reached Docker: ask again, so the old
+    // colour ends stopped as the run meant (the daemon carries out a stop it has received).
+    if new_is_live
+        && progress.old_stopping
+        && let Some(previous) = &progress.switched_from
+    {
+        let stop = engine.stop_container(
+            &previous.container,
+            session.loaded.config.deploy.stop_timeout.get(),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), stop).await;
+    }
+}

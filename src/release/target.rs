@@ -1,0 +1,197 @@
+//! The seam between the interpreter and where releases run.
+//!
+//! The interpreter (`execute`) walks a plan and asks a [`DeployTarget`] to do each operation on
+//! the releases: prepare the new one, health-gate it, switch traffic, verify, switch back, retire
+//! the old one, and observe what runs. [`SingleHost`] (one Docker Engine with deployctl's proxy in
+//! front, controlled through `docker exec`) is the only implementation today.
+//!
+//! A fleet of hosts over SSH, or a Docker Swarm service, is another implementation of the same
+//! trait: "prepare" starts the release on every host (or updates the service's idle slot),
+//! "switch" flips every host's proxy (or the router), "retire" stops the old slot everywhere.
+//! Nothing in the interpreter names a host, a container engine or the proxy's transport.
+
+use async_trait::async_trait;
+
+use super::Session;
+use super::plan::Observed;
+pub use super::watch::VerifyRules;
+use super::watch::{drain_leftover, switch_to, verify, watch_health};
+use crate::config::Duration;
+use crate::engine::{ContainerState, EngineError};
+use crate::error::Error;
+use crate::host::container::{release_spec, restored_spec, spec_record};
+use crate::host::{self, engine_err};
+use crate::names::Color;
+use crate::proxy::protocol::{ReleaseRecord, ReleaseSpec, Target};
+use crate::report::FailureReport;
+
+/// The new release as a `StartRelease` step describes it.
+pub struct NewRelease<'p> {
+    /// The slot's name (on a single host, the container's).
+    pub container: &'p str,
+    /// The image reference; `image_id`, when known, is what is really run.
+    pub image: &'p str,
+    pub image_id: Option<&'p str>,
+    pub color: Color,
+    pub version: &'p str,
+    pub network: &'p str,
+    /// Re-create the release as it ran, from its ledger record (a rollback).
+    pub restore: Option<&'p ReleaseSpec>,
+}
+
+/// What the interpreter drives. Errors (`anyhow`) make the run impossible (the target cannot be
+/// reached); a `FailureReport` refuses the release and sends the interpreter down the failure
+/// branch.
+#[async_trait]
+pub trait DeployTarget: Send + Sync {
+    /// What runs now: the router, the releases, the ledger.
+    async fn observe(&self) -> anyhow::Result<Observed>;
+    /// The private network releases and the router share.
+    async fn ensure_network(&self) -> anyhow::Result<()>;
+    /// The router in front of the releases (started or created from `router_image`).
+    async fn ensure_router(&self, router_image: &str) -> anyhow::Result<()>;
+    /// Writes one ledger record (replacing the one with the same id).
+    async fn record(&self, record: &ReleaseRecord) -> anyhow::Result<()>;
+    /// Frees the slot the new release needs: a leftover's open requests get the drain timeout,
+    /// then it is removed.
+    async fn clear_slot(&self, container: &str) -> anyhow::Result<()>;
+    /// Creates the new release without starting it; returns what the ledger keeps of its spec.
+    async fn create_release(&self, release: &NewRelease<'_>) -> anyhow::Result<ReleaseSpec>;
+    /// Starts a created (or a kept, stopped) release.
+    async fn start_release(&self, container: &str) -> Result<(), FailureReport>;
+    /// Waits until the release passes its health checks; fails when they fail or it crashes.
+    async fn health_gate(&self, container: &str) -> Result<(), FailureReport>;
+    /// Where the router sends traffic for a release in a slot.
+    fn route_to(&self, container: &str, version: &str, color: Color) -> Target;
+    /// Sends traffic to `to`; requests to the previous release get up to `drain`. Returns how
+    /// long the swap itself took, in milliseconds. Also the way back after a failure.
+    async fn switch(&self, to: &Target, drain: Duration) -> anyhow::Result<f64>;
+    /// Watches the live release for the verify window against `rules`.
+    async fn verify(&self, container: &str, rules: &VerifyRules) -> Result<(), FailureReport>;
+    /// Stops a release and keeps it for rollback; one already gone is not an error.
+    async fn retire(&self, container: &str) -> anyhow::Result<()>;
+    /// A release's state and last log lines, for a failure report.
+    async fn inspect(&self, container: &str) -> (Option<ContainerState>, Vec<String>);
+}
+
+/// One Docker host: releases are containers, the router is deployctl's proxy container.
+pub struct SingleHost<'s, 'a> {
+    session: &'s Session<'a>,
+}
+
+impl<'s, 'a> SingleHost<'s, 'a> {
+    pub fn new(session: &'s Session<'a>) -> Self {
+        SingleHost { session }
+    }
+}
+
+#[async_trait]
+impl DeployTarget for SingleHost<'_, '_> {
+    async fn observe(&self) -> anyhow::Result<Observed> {
+        self.session.observe().await
+    }
+
+    async fn ensure_network(&self) -> anyhow::Result<()> {
+        host::ensure_network(self.session.engine, &self.session.names).await
+    }
+
+    async fn ensure_router(&self, router_image: &str) -> anyhow::Result<()> {
+        let s = self.session;
+        host::ensure_proxy(s.engine, s.loaded, &s.names, router_image).await
+    }
+
+    async fn record(&self, record: &ReleaseRecord) -> anyhow::Result<()> {
+        host::proxy_record(self.session.engine, &self.session.names, record).await
+    }
+
+    async fn clear_slot(&self, container: &str) -> anyhow::Result<()> {
+        drain_leftover(self.session, container).await;
+        match self.session.engine.remove_container(container, true).await {
+            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
+            Err(e) => Err(engine_err(e)),
+        }
+    }
+
+    async fn create_release(&self, release: &NewRelease<'_>) -> anyhow::Result<ReleaseSpec> {
+        let s = self.session;
+        // A container of that name not listed as ours (by labels) is someone else's.
+        host::owned_container(s.engine, &s.names, release.container).await?;
+        let image = release.image_id.unwrap_or(release.image);
+        let spec = match release.restore {
+            Some(restore) => restored_spec(
+                s.loaded,
+                &s.names,
+                restore,
+                release.container,
+                release.color,
+                release.version,
+            )
+            .map_err(Error::DeployFailed)?,
+            None => release_spec(
+                s.loaded,
+                &s.names,
+                release.container,
+                image,
+                release.color,
+                release.version,
+                release.network,
+            ),
+        };
+        let id = s.engine.create_container(&spec).await.map_err(engine_err)?;
+        Ok(spec_record(s.loaded, &spec, image, id))
+    }
+
+    async fn start_release(&self, container: &str) -> Result<(), FailureReport> {
+        self.session
+            .engine
+            .start_container(container)
+            .await
+            .map_err(|e| FailureReport {
+                reason: format!("{:#}", engine_err(e)),
+                ..Default::default()
+            })
+    }
+
+    async fn health_gate(&self, container: &str) -> Result<(), FailureReport> {
+        watch_health(self.session, container, None)
+            .await
+            .map_err(|f| f.report)
+    }
+
+    fn route_to(&self, container: &str, version: &str, color: Color) -> Target {
+        host::target_for(&self.session.loaded.config, container, version, color)
+    }
+
+    async fn switch(&self, to: &Target, drain: Duration) -> anyhow::Result<f64> {
+        switch_to(self.session, to, drain).await
+    }
+
+    async fn verify(&self, container: &str, rules: &VerifyRules) -> Result<(), FailureReport> {
+        verify(self.session, container, rules)
+            .await
+            .map_err(|f| f.report)
+    }
+
+    async fn retire(&self, container: &str) -> anyhow::Result<()> {
+        let stop_timeout = self.session.loaded.config.deploy.stop_timeout.get();
+        match self
+            .session
+            .engine
+            .stop_container(container, stop_timeout)
+            .await
+        {
+            Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e)),
+        }
+    }
+
+    async fn inspect(&self, container: &str) -> (Option<ContainerState>, Vec<String>) {
+        let engine = self.session.engine;
+        let state = match engine.inspect_container(container).await {
+            Ok(Some(info)) => Some(info.state),
+            _ => None,
+        };
+        let logs = engine.logs_tail(container, 50).await.unwrap_or_default();
+        (state, logs)
+    }
+}
