@@ -2,6 +2,7 @@
 //! taken name fails atomically on the Docker host, so two deploys anywhere cannot both hold it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,10 +28,13 @@ pub struct LockInfo {
     pub release_command: String,
 }
 
-impl LockInfo {
-    pub fn describe(&self) -> String {
+/// The holder as the `Locked` error states it (`deploys are locked: ...`); `lock status` prints
+/// the same text. It is an error message, so it stays with the lock.
+impl fmt::Display for LockInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let age = now_unix().saturating_sub(self.since);
-        let mut text = format!(
+        write!(
+            f,
             "{} is held by {} on {} (pid {}) for {}: {}",
             self.name,
             self.owner,
@@ -38,14 +42,15 @@ impl LockInfo {
             self.pid,
             humantime::format_duration(Duration::from_secs(age)),
             self.reason
-        );
+        )?;
         if let Some(stale) = &self.stale {
-            text.push_str(&format!(
+            write!(
+                f,
                 "\n  it looks stale: {stale}\n  hint: if no deploy is running, break it with `{}`",
                 self.release_command
-            ));
+            )?;
         }
-        text
+        Ok(())
     }
 }
 
@@ -199,7 +204,7 @@ pub async fn acquire(
                 if Instant::now() >= give_up {
                     match holder_after_conflict(engine, names, stale_after, config).await? {
                         Some(info) => {
-                            let message = format!("deploys are locked: {}", info.describe());
+                            let message = format!("deploys are locked: {info}");
                             return Err(Error::Locked { message }.into());
                         }
                         // Released between our attempt and the look: try to take it again.

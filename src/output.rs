@@ -4,7 +4,7 @@
 //! Every string passes through the redactor on its way out.
 
 mod render;
-pub use render::render_failure;
+pub use render::{render_checks, render_failure};
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use deployctl::checks::run_prerequisites;
-use deployctl::checks::{CheckResult, Level, all_ok, render_text, run_checks_with_env};
+use deployctl::checks::{CheckResult, Level, all_ok, run_checks_with_env};
 use deployctl::config::{LoadOptions, Loaded, load};
+use deployctl::output::render_checks;
 
 const MINIMAL: &str = "[app]\nname = \"web\"\n";
 
@@ -717,7 +718,7 @@ async fn check_reports_the_config_first_and_renders_every_level() {
     let json = serde_json::to_value(&results[2]).expect("json");
     assert_eq!(json["level"], "warning");
     assert_eq!(json["ok"], true);
-    let text = render_text(&results);
+    let text = render_checks(&results);
     assert!(text.contains("warn  git-clean"), "{text}");
     assert!(text.contains("FAIL  docker"), "{text}");
     assert!(text.contains("fix: commit them"), "{text}");

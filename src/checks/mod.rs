@@ -1,8 +1,8 @@
 //! Every check that can run before anything changes, all reported at once: the result types
-//! (`CheckResult`, `Level`), the runner used by `deploy` and `check` (`run_prerequisites`,
-//! `run_checks`), and the human table. The checks themselves live in the submodules: git state
-//! (`git`), tools (`tools`), required variables and the env file (`env`), the engine (`docker`)
-//! and free disk (`disk`).
+//! (`CheckResult`, `Level`) and the runner used by `deploy` and `check` (`run_prerequisites`,
+//! `run_checks`); the human table is `output::render_checks`. The checks themselves live in the
+//! submodules: git state (`git`), tools (`tools`), required variables and the env file (`env`),
+//! the engine (`docker`) and free disk (`disk`).
 //!
 //! Entries, in order (an entry appears only when its check is configured, except `git` and
 //! `docker`): `git`, `git-clean`, `git-branch`, `git-pushed`, `tool:<name>` per tool, `env`,
@@ -89,24 +89,6 @@ impl CheckResult {
 /// True when no check is an error.
 pub fn all_ok(checks: &[CheckResult]) -> bool {
     checks.iter().all(|c| c.ok)
-}
-
-/// The human table: one line per check (`ok`, `warn` or `FAIL`), plus the fix of warnings and
-/// errors on the line below.
-pub fn render_text(checks: &[CheckResult]) -> String {
-    let mut text = String::new();
-    for c in checks {
-        let mark = match c.level {
-            Level::Ok => "ok  ",
-            Level::Warning => "warn",
-            Level::Error => "FAIL",
-        };
-        text.push_str(&format!("{mark}  {:<10} {}\n", c.name, c.detail));
-        if let Some(fix) = c.fix.as_ref().filter(|_| c.level != Level::Ok) {
-            text.push_str(&format!("      {:<10} fix: {fix}\n", ""));
-        }
-    }
-    text
 }
 
 /// The config entry, then every prerequisite, against the real process environment.

@@ -51,7 +51,7 @@ pub async fn check(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
     let engine = super::connect(&loaded).await.ok();
     let checks = run_checks(&loaded, engine.as_ref().map(|e| e as &dyn Engine)).await;
-    let text = crate::checks::render_text(&checks);
+    let text = crate::output::render_checks(&checks);
     let ok = checks.iter().all(|c| c.ok);
     out.result(&text, json!({ "ok": ok, "checks": checks }));
     Ok(if ok {

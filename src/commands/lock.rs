@@ -45,7 +45,7 @@ pub async fn lock(g: &Global, out: &Output, cmd: LockCommand) -> anyhow::Result<
         LockCommand::Status => {
             let info = lock::status(&engine, &names, stale_after, &g.config).await?;
             let text = match &info {
-                Some(i) => i.describe(),
+                Some(i) => i.to_string(),
                 None => format!("{} is free", names.lock()),
             };
             out.result(&text, json!({ "held": info.is_some(), "lock": info }));

@@ -1,5 +1,7 @@
-//! Human text of the core's data: a failure report.
+//! Human text of the core's data: a failure report, the prerequisite checks, the deploy lock's
+//! holder.
 
+use crate::checks::{CheckResult, Level};
 use crate::report::FailureReport;
 
 /// Why a release was refused, as text: the reason, the last health checks, the container's state
@@ -38,4 +40,22 @@ pub fn render_failure(failure: &FailureReport) -> String {
         }
     }
     out
+}
+
+/// The human table: one line per check (`ok`, `warn` or `FAIL`), plus the fix of warnings and
+/// errors on the line below.
+pub fn render_checks(checks: &[CheckResult]) -> String {
+    let mut text = String::new();
+    for c in checks {
+        let mark = match c.level {
+            Level::Ok => "ok  ",
+            Level::Warning => "warn",
+            Level::Error => "FAIL",
+        };
+        text.push_str(&format!("{mark}  {:<10} {}\n", c.name, c.detail));
+        if let Some(fix) = c.fix.as_ref().filter(|_| c.level != Level::Ok) {
+            text.push_str(&format!("      {:<10} fix: {fix}\n", ""));
+        }
+    }
+    text
 }
