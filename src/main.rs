@@ -1,3 +1,6 @@
+//! The `deployctl` binary: parses the command line, runs `commands::run` on a tokio runtime, and
+//! turns the result into the exit code.
+
 use clap::Parser;
 
 use deployctl::cli::Cli;

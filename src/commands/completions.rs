@@ -1,3 +1,5 @@
+//! `deployctl completions <shell>` and `deployctl man`: generated from the clap definition.
+
 use std::io::Write;
 
 use clap::CommandFactory;

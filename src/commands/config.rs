@@ -1,3 +1,5 @@
+//! `deployctl config` (the merged configuration) and `deployctl check` (every prerequisite).
+
 use serde_json::json;
 
 use crate::checks::run_checks;

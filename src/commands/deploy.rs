@@ -1,3 +1,6 @@
+//! `deployctl deploy` and `deployctl rollback`: options in, the release core run under signal
+//! handling, then the dry-run plan or the report printed.
+
 use std::time::Duration;
 
 use serde_json::json;

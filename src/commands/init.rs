@@ -1,3 +1,5 @@
+//! `deployctl init`: writes a starter `deployctl.toml` for the current directory.
+
 use serde_json::json;
 
 use crate::cli::InitArgs;

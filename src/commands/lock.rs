@@ -1,3 +1,5 @@
+//! `deployctl lock acquire|release|status`: the deploy lock by hand.
+
 use serde_json::json;
 
 use crate::cli::{Global, LockCommand};

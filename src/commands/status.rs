@@ -1,3 +1,5 @@
+//! `deployctl status` and `deployctl releases`: what runs now, and the release history.
+
 use std::time::Duration;
 
 use crate::cli::Global;
