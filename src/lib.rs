@@ -9,7 +9,6 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod error;
-pub mod gha;
 pub mod health;
 pub mod host;
 pub mod init;

@@ -3,6 +3,7 @@
 //! happens, then the result document as the last line), and tracing logs on stderr.
 //! Every string passes through the redactor on its way out.
 
+pub mod gha;
 mod render;
 pub use render::{render_checks, render_failure};
 
@@ -22,14 +23,14 @@ use crate::report::{Event, Reporter};
 /// Secrets known so far; used by every printer, including tracing's writer.
 static REDACTOR: RwLock<Option<Redactor>> = RwLock::new(None);
 
-/// Set in GitHub Actions: every printed line is [`crate::gha::neutralize`]d on its way out.
+/// Set in GitHub Actions: every printed line is [`gha::neutralize`]d on its way out.
 static NEUTRALIZE: AtomicBool = AtomicBool::new(false);
 
 /// `text` ready for the terminal: redacted, and in GitHub Actions unable to issue workflow commands.
 fn printable(text: &str) -> String {
     let text = redact(text);
     if NEUTRALIZE.load(Ordering::Relaxed) {
-        crate::gha::neutralize(&text).into_owned()
+        gha::neutralize(&text).into_owned()
     } else {
         text
     }
@@ -98,7 +99,7 @@ pub struct Output {
     /// Events so far, repeated in the result document's `events` array (the last line).
     events: Mutex<Vec<Value>>,
     /// Set when running as a GitHub Actions step: masks, groups, annotations, summary, outputs.
-    gha: Option<crate::gha::Gha>,
+    gha: Option<gha::Gha>,
 }
 
 impl Output {
@@ -113,7 +114,7 @@ impl Output {
         };
         console::set_colors_enabled(colored);
         console::set_colors_enabled_stderr(colored);
-        let gha = crate::gha::Gha::from_process_env();
+        let gha = gha::Gha::from_process_env();
         NEUTRALIZE.store(gha.is_some(), Ordering::Relaxed);
         Output {
             format,
@@ -132,7 +133,7 @@ impl Output {
     pub fn secrets_known(&self, redactor: &Redactor) {
         set_redactor(redactor.clone());
         if self.gha.is_some() && !redactor.is_empty() {
-            let masks = crate::gha::mask_lines(redactor.secrets());
+            let masks = gha::mask_lines(redactor.secrets());
             let _ = write!(std::io::stderr(), "{masks}");
         }
     }
@@ -254,9 +255,9 @@ impl Output {
         let code = exit_code_of(err) as i32;
         let config_errors = config_errors_of(err);
         if let Some(errs) = config_errors {
-            self.gha_command(&crate::gha::config_error_annotations(errs, redact));
+            self.gha_command(&gha::config_error_annotations(errs, redact));
         } else if self.gha.is_some() {
-            self.gha_command(&crate::gha::error_message(&redact(&format!("{err:#}"))));
+            self.gha_command(&gha::error_message(&redact(&format!("{err:#}"))));
         }
         match self.format {
             Format::Human => {
@@ -315,7 +316,7 @@ impl Reporter for Output {
                 } else {
                     format!("{phase}: {detail}")
                 };
-                self.gha_command(&crate::gha::group_start(&redact(&msg)));
+                self.gha_command(&gha::group_start(&redact(&msg)));
                 if self.interactive {
                     self.set_spinner(Some(msg));
                 } else if !self.quiet {
@@ -330,7 +331,7 @@ impl Reporter for Output {
             } => {
                 self.set_spinner(None);
                 if self.quiet && ok {
-                    self.gha_command(&crate::gha::group_end());
+                    self.gha_command(&gha::group_end());
                     return;
                 }
                 let mark = if ok {
@@ -347,7 +348,7 @@ impl Reporter for Output {
                     "{mark} {phase} {}{detail}",
                     style(format!("({:.1}s)", elapsed.as_secs_f64())).dim()
                 ));
-                self.gha_command(&crate::gha::group_end());
+                self.gha_command(&gha::group_end());
             }
             Event::Info { message } => {
                 if !self.quiet {

@@ -1,9 +1,15 @@
-//! Small helpers used across the crate, each in one version: the clock in unix seconds, the two
-//! name rules (environment names, environment variable names), paths as shown in messages, and
-//! cutting text to a length.
+//! Small helpers used across the crate, each in one version: the clock in unix seconds, the
+//! longest duration, the two name rules (environment names, environment variable names), paths as
+//! shown in messages, cutting text to a length, and reading a small file safely (`read`).
+
+pub mod read;
 
 use std::path::{Component, Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The longest duration deployctl accepts anywhere (config, flags, or a spec sent to the proxy):
+/// far beyond any real timeout, and far from the overflow of `Instant + Duration`.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Seconds since the unix epoch (0 for a clock set before 1970).
 pub fn now_unix() -> u64 {

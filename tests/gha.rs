@@ -6,8 +6,8 @@ use std::path::Path;
 
 use deployctl::engine::ContainerState;
 use deployctl::error::{ConfigError, ConfigErrors};
-use deployctl::gha::{self, Gha, MAX_SUMMARY_BYTES, Summary};
 use deployctl::health::ProbeResult;
+use deployctl::output::gha::{self, Gha, MAX_SUMMARY_BYTES, Summary};
 use deployctl::proxy::protocol::{Color, Outcome, RunKind};
 use deployctl::redact::Redactor;
 use deployctl::report::{FailureReport, Report};

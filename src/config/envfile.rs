@@ -60,7 +60,7 @@ pub(super) fn read_env_file(
     let shown = display_path(&path);
     out.display = Some(shown.clone());
     let loc = node.loc;
-    let bytes = match super::read::read_config_file(&path) {
+    let bytes = match crate::util::read::read_config_file(&path) {
         Ok(b) => b,
         Err(e) => {
             let (message, hint) = if e.kind() == std::io::ErrorKind::NotFound {

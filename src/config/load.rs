@@ -72,7 +72,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let base_bytes = super::read::read_config_file(&opts.config_path).map_err(|e| {
+    let base_bytes = crate::util::read::read_config_file(&opts.config_path).map_err(|e| {
         let shown = display_path(&opts.config_path);
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::Usage(format!(
@@ -89,7 +89,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
         )));
     }
     let overlay_path = root.join("environments").join(format!("{env}.toml"));
-    let overlay_bytes = match super::read::read_config_file(&overlay_path) {
+    let overlay_bytes = match crate::util::read::read_config_file(&overlay_path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let existing = list_environments(&root);

@@ -6,7 +6,6 @@ mod interpolate;
 mod listen;
 pub mod load;
 mod located;
-pub mod read;
 mod rules;
 pub mod schema;
 mod tree;

@@ -19,9 +19,8 @@ pub(crate) const SIZE_HINT: &str = "write a size like `512MiB`, `2GiB` or `1GB`"
 pub struct Duration(pub StdDuration);
 
 impl Duration {
-    /// The longest duration deployctl accepts anywhere (config or flags): far beyond any real
-    /// timeout, and far from the overflow of `Instant + Duration`.
-    pub const MAX: StdDuration = StdDuration::from_secs(30 * 24 * 3600);
+    /// The longest duration deployctl accepts anywhere: [`crate::util::MAX_DURATION`].
+    pub const MAX: StdDuration = crate::util::MAX_DURATION;
     pub const fn from_secs(secs: u64) -> Self {
         Duration(StdDuration::from_secs(secs))
     }

@@ -174,7 +174,7 @@ pub async fn run(
 
 /// `from + d`, with `d` bounded so no spec (it is JSON from outside) can overflow the instant.
 fn after(from: Instant, d: Duration) -> Instant {
-    from.checked_add(d.min(crate::config::Duration::MAX))
+    from.checked_add(d.min(crate::util::MAX_DURATION))
         .unwrap_or(from)
 }
 

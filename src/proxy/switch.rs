@@ -104,7 +104,7 @@ fn ms(d: Duration) -> f64 {
 
 /// The longest [`switch`] spends on its health check: one probe, bounded by the spec's timeout.
 pub fn probe_limit(req: &SwitchRequest) -> Duration {
-    Duration::from_millis(req.health.timeout_ms).min(crate::config::Duration::MAX)
+    Duration::from_millis(req.health.timeout_ms).min(crate::util::MAX_DURATION)
 }
 
 /// One probe of `target` with the full `spec` (port, path, Host, headers, timeout, status, body

@@ -1,5 +1,6 @@
-//! Reading the files the configuration names (deploy.toml, the environment's file, the env file):
-//! regular files only, at most [`MAX_CONFIG_FILE`] bytes, never blocking on a FIFO or device.
+//! Reading the small files deployctl reads itself (deploy.toml, the environment's file, the env
+//! file, a Dockerfile, `.dockerignore`): regular files only, at most [`MAX_CONFIG_FILE`] bytes,
+//! never blocking on a FIFO or device.
 
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;

@@ -136,7 +136,7 @@ pub(crate) fn build_context(
         return Err(format!("Dockerfile {} is not a file", df_path.display()));
     }
 
-    let rules = match crate::config::read::read_config_file(&root.join(".dockerignore")) {
+    let rules = match crate::util::read::read_config_file(&root.join(".dockerignore")) {
         Ok(bytes) => IgnoreRules::parse(&String::from_utf8_lossy(&bytes))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => IgnoreRules::default(),
         Err(e) => return Err(format!("cannot read .dockerignore: {e}")),
@@ -161,7 +161,7 @@ pub(crate) fn build_context(
         .map_err(|e| format!("cannot read build context: {e}"))?;
     match extra {
         Some(lines) => {
-            let mut text = crate::config::read::read_config_file(&df_real)
+            let mut text = crate::util::read::read_config_file(&df_real)
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .map_err(|e| format!("cannot read Dockerfile {}: {e}", df_real.display()))?;
             text.push('\n');
