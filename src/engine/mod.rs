@@ -1,4 +1,4 @@
-//! The container engine as deployctl needs it. `docker.rs` implements it over bollard; unit tests
+//! The container engine as deployctl needs it. `docker/` implements it over bollard; unit tests
 //! of the orchestration may use a fake.
 
 use std::collections::BTreeMap;
