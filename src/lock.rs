@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use crate::engine::{ContainerSpec, Engine, EngineError, RestartPolicy, labels};
 use crate::error::Error;
-use crate::host::{engine_err, now_unix};
+use crate::host::engine_err;
 use crate::names::Names;
+use crate::util::now_unix;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LockInfo {

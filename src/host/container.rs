@@ -3,9 +3,9 @@
 
 use crate::config::Loaded;
 use crate::engine::{ContainerSpec, HealthcheckSpec, RestartPolicy, labels};
-use crate::host::now_unix;
 use crate::names::{Color, Names};
 use crate::proxy::protocol::{ReleaseSpec, SpecEnv};
+use crate::util::now_unix;
 
 /// The spec of a new release's container, from the current configuration.
 pub fn release_spec(
