@@ -72,7 +72,19 @@ impl Engine for DockerEngine {
         if let Some(target) = &req.target {
             options = options.target(target);
         }
-        match self.run_build(ctx.tar, options.build(), log).await? {
+        let options = options.build();
+        let mut built = self.run_build(ctx.tar.clone(), options.clone(), log).await;
+        if let Err(EngineError::Build(msg)) = &built
+            && is_vanished_layer(msg)
+        {
+            // Another build's clean-up removed a cached layer this build was using (the classic
+            // builder holds no reference to it): the second try builds that step afresh.
+            log(&format!(
+                "a cached layer disappeared during the build ({msg}); building again"
+            ));
+            built = self.run_build(ctx.tar, options, log).await;
+        }
+        match built? {
             Some(id) => Ok(id),
             // A daemon that does not say: the tag, read right away, is the best left.
             None => self
@@ -496,4 +508,15 @@ impl Engine for DockerEngine {
             },
         }
     }
+}
+
+/// A build error that means a cached layer was removed while the build used it.
+pub(super) fn is_vanished_layer(msg: &str) -> bool {
+    [
+        "failed to get digest",
+        "unknown parent image ID",
+        "No such image",
+    ]
+    .iter()
+    .any(|m| msg.contains(m))
 }

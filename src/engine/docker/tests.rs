@@ -214,3 +214,16 @@ fn container_spec_maps_to_the_api_body() {
 fn created_keys_compare_across_fraction_lengths() {
     assert!(created_key("2024-01-01T00:00:00.5Z") > created_key("2024-01-01T00:00:00.123456789Z"));
 }
+
+#[test]
+fn a_cached_layer_removed_mid_build_is_recognised() {
+    // What the daemon said in CI when a concurrent prune removed a layer this build reused.
+    let seen = "failed to get digest sha256:8144171fb076: open /var/lib/docker/image/fuse-overlayfs/imagedb/content/sha256/8144171fb076: no such file or directory";
+    assert!(api::is_vanished_layer(seen));
+    assert!(api::is_vanished_layer(
+        "unknown parent image ID sha256:0123"
+    ));
+    assert!(!api::is_vanished_layer(
+        "The command '/bin/sh -c make' returned a non-zero code: 2"
+    ));
+}
