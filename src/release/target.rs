@@ -72,6 +72,8 @@ pub trait DeployTarget: Send + Sync {
     async fn retire(&self, container: &str) -> anyhow::Result<()>;
     /// A release's state and last log lines, for a failure report.
     async fn inspect(&self, container: &str) -> (Option<ContainerState>, Vec<String>);
+    /// Releases this run's deploy lock (taken before the plan was made).
+    async fn release_lock(&self) -> anyhow::Result<()>;
 }
 
 /// One Docker host: releases are containers, the router is deployctl's proxy container.
@@ -193,5 +195,11 @@ impl DeployTarget for SingleHost<'_, '_> {
         };
         let logs = engine.logs_tail(container, 50).await.unwrap_or_default();
         (state, logs)
+    }
+
+    async fn release_lock(&self) -> anyhow::Result<()> {
+        crate::lock::release(self.session.engine, &self.session.names, false)
+            .await
+            .map(|_| ())
     }
 }

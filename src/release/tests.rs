@@ -213,6 +213,10 @@ impl DeployTarget for FakeTarget {
     async fn inspect(&self, _: &str) -> (Option<ContainerState>, Vec<String>) {
         (None, vec!["last log line".into()])
     }
+    async fn release_lock(&self) -> anyhow::Result<()> {
+        self.call("release_lock", "")
+            .map_err(|reason| anyhow::anyhow!(reason))
+    }
 }
 
 fn refusal(reason: String) -> FailureReport {
@@ -282,7 +286,7 @@ fn run_deploy(
     config: &str,
     live: bool,
     target: &FakeTarget,
-) -> (crate::report::Report, plan::Plan) {
+) -> (crate::report::Report, plan::Plan, Vec<String>) {
     let loaded = loaded(config);
     let engine = NoEngine;
     let session = Session::new(&loaded, &engine, &Silent);
@@ -315,7 +319,7 @@ fn run_deploy(
             "deployctl-proxy:test",
         ))
         .expect("the run itself is possible");
-    (report, plan)
+    (report, plan, session.executed())
 }
 
 /// The target operations a plan's steps after the lock stand for, in order.
@@ -344,6 +348,7 @@ fn planned_ops(steps: &[Step]) -> Vec<String> {
             Step::Verify { .. } => vec!["verify web.prod-green".to_string()],
             Step::StopContainer { container, .. } => vec![format!("retire {container}")],
             Step::RecordRelease { version, outcome } => vec![format!("record {version} {outcome}")],
+            Step::ReleaseLock { .. } => vec!["release_lock".to_string()],
             _ => vec![],
         })
         .collect()
@@ -352,7 +357,7 @@ fn planned_ops(steps: &[Step]) -> Vec<String> {
 #[test]
 fn a_deploy_does_what_its_plan_says() {
     let target = FakeTarget::default();
-    let (report, plan) = run_deploy("", true, &target);
+    let (report, plan, _) = run_deploy("", true, &target);
     assert!(report.ok, "{report:?}");
     assert_eq!(report.outcome, Outcome::Live);
     let lock_at = plan
@@ -367,7 +372,7 @@ fn a_deploy_does_what_its_plan_says() {
 #[test]
 fn a_failed_start_stops_before_any_switch() {
     let target = FakeTarget::failing_at("start_release");
-    let (report, _) = run_deploy("", true, &target);
+    let (report, _, _) = run_deploy("", true, &target);
     assert_eq!(report.outcome, Outcome::Failed);
     let calls = target.calls();
     assert!(!calls.iter().any(|c| c.starts_with("switch")), "{calls:?}");
@@ -376,15 +381,15 @@ fn a_failed_start_stops_before_any_switch() {
         "{calls:?}"
     );
     assert_eq!(
-        &calls[calls.len() - 2..],
-        ["retire web.prod-green", "record v2 failed"]
+        &calls[calls.len() - 3..],
+        ["retire web.prod-green", "record v2 failed", "release_lock"]
     );
 }
 
 #[test]
 fn failing_health_leaves_the_live_release_alone() {
     let target = FakeTarget::failing_at("health_gate");
-    let (report, _) = run_deploy("", true, &target);
+    let (report, _, _) = run_deploy("", true, &target);
     assert!(!report.ok);
     assert_eq!(report.outcome, Outcome::Failed);
     let calls = target.calls();
@@ -394,8 +399,8 @@ fn failing_health_leaves_the_live_release_alone() {
         "{calls:?}"
     );
     assert_eq!(
-        &calls[calls.len() - 2..],
-        ["retire web.prod-green", "record v2 failed"]
+        &calls[calls.len() - 3..],
+        ["retire web.prod-green", "record v2 failed", "release_lock"]
     );
     let failure = report.failure.expect("a failure report");
     assert_eq!(failure.reason, "health_gate failed (scripted)");
@@ -405,7 +410,7 @@ fn failing_health_leaves_the_live_release_alone() {
 #[test]
 fn failing_verify_switches_back_and_stops_the_new_release() {
     let target = FakeTarget::failing_at("verify");
-    let (report, _) = run_deploy("", true, &target);
+    let (report, _, _) = run_deploy("", true, &target);
     assert_eq!(report.outcome, Outcome::RolledBack);
     let calls = target.calls();
     let switches: Vec<&String> = calls.iter().filter(|c| c.starts_with("switch")).collect();
@@ -415,8 +420,12 @@ fn failing_verify_switches_back_and_stops_the_new_release() {
         "{calls:?}"
     );
     assert_eq!(
-        &calls[calls.len() - 2..],
-        ["retire web.prod-green", "record v2 rolled_back"]
+        &calls[calls.len() - 3..],
+        [
+            "retire web.prod-green",
+            "record v2 rolled_back",
+            "release_lock"
+        ]
     );
     let reason = report.failure.expect("a failure report").reason;
     assert!(reason.ends_with("; rolled back to v1"), "{reason}");
@@ -425,7 +434,7 @@ fn failing_verify_switches_back_and_stops_the_new_release() {
 #[test]
 fn without_automatic_rollback_a_failing_verify_keeps_the_new_release_serving() {
     let target = FakeTarget::failing_at("verify");
-    let (report, _) = run_deploy("[rollback]\nautomatic = false\n", true, &target);
+    let (report, _, _) = run_deploy("[rollback]\nautomatic = false\n", true, &target);
     assert_eq!(report.outcome, Outcome::Failed);
     let calls = target.calls();
     assert_eq!(
@@ -434,13 +443,16 @@ fn without_automatic_rollback_a_failing_verify_keeps_the_new_release_serving() {
         "{calls:?}"
     );
     assert!(!calls.iter().any(|c| c.starts_with("retire")), "{calls:?}");
-    assert_eq!(calls.last().map(String::as_str), Some("record v2 failed"));
+    assert_eq!(
+        &calls[calls.len() - 2..],
+        ["record v2 failed", "release_lock"]
+    );
 }
 
 #[test]
 fn a_first_deploy_that_fails_health_has_nothing_to_switch_back_to() {
     let target = FakeTarget::failing_at("health_gate");
-    let (report, plan) = run_deploy("", false, &target);
+    let (report, plan, _) = run_deploy("", false, &target);
     assert_eq!(plan.color, Color::Blue);
     assert_eq!(report.outcome, Outcome::Failed);
     assert_eq!(
@@ -454,6 +466,133 @@ fn a_first_deploy_that_fails_health_has_nothing_to_switch_back_to() {
             "health_gate web.prod-blue",
             "retire web.prod-blue",
             "record v2 failed",
+            "release_lock",
         ]
+    );
+}
+
+fn described(steps: &[Step]) -> Vec<String> {
+    steps.iter().map(Step::describe).collect()
+}
+
+/// The plan's steps after the lock (what the interpreter is given).
+fn after_lock(plan: &plan::Plan) -> &[Step] {
+    let lock_at = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::AcquireLock { .. }))
+        .expect("the plan takes the lock");
+    &plan.steps[lock_at + 1..]
+}
+
+const HOOKS: &str =
+    "[hooks]\npost_deploy = [\"true\"]\non_failure = [\"true\"]\non_rollback = [\"true\"]\n";
+
+#[test]
+fn the_executed_steps_of_a_deploy_are_its_plan() {
+    let target = FakeTarget::default();
+    let (report, plan, executed) = run_deploy(HOOKS, true, &target);
+    assert!(report.ok, "{report:?}");
+    assert!(
+        plan.steps.iter().any(|s| matches!(
+            s,
+            Step::RunHook {
+                hook: plan::Hook::PostDeploy,
+                ..
+            }
+        )),
+        "{:?}",
+        plan.steps
+    );
+    assert_eq!(executed, described(after_lock(&plan)));
+}
+
+#[test]
+fn the_executed_steps_of_a_failed_deploy_are_its_plan_up_to_the_failure_then_its_failure_branch() {
+    let target = FakeTarget::failing_at("health_gate");
+    let (report, plan, executed) = run_deploy(HOOKS, true, &target);
+    assert_eq!(report.outcome, Outcome::Failed);
+    let steps = after_lock(&plan);
+    let health = steps
+        .iter()
+        .position(|s| matches!(s, Step::WaitHealthy { .. }))
+        .expect("a health step");
+    let mut expected = described(&steps[..=health]);
+    expected.extend(described(&plan.on_failure));
+    assert_eq!(executed, expected);
+    // The failure branch did what it says: no switch happened, so none back; the new release stopped.
+    assert!(!target.calls().iter().any(|c| c.starts_with("switch")));
+    assert!(
+        target
+            .calls()
+            .contains(&"retire web.prod-green".to_string())
+    );
+}
+
+#[test]
+fn a_verify_failure_walks_the_whole_failure_branch_including_the_switch_back() {
+    let target = FakeTarget::failing_at("verify");
+    let (report, plan, executed) = run_deploy(HOOKS, true, &target);
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert!(matches!(plan.on_failure[0], Step::SwitchBack { .. }));
+    let steps = after_lock(&plan);
+    let verify = steps
+        .iter()
+        .position(|s| matches!(s, Step::Verify { .. }))
+        .expect("a verify step");
+    let mut expected = described(&steps[..=verify]);
+    expected.extend(described(&plan.on_failure));
+    assert_eq!(executed, expected);
+}
+
+#[test]
+fn the_executed_steps_of_a_rollback_are_its_plan() {
+    let loaded = loaded(HOOKS);
+    let engine = NoEngine;
+    let session = Session::new(&loaded, &engine, &Silent);
+    // v1 served before; v2 is live on green.
+    let mut observed = observed(true);
+    observed.releases[0].outcome = Outcome::Good;
+    observed.releases.push(ReleaseRecord {
+        id: "2".into(),
+        version: "v2".into(),
+        color: Color::Green,
+        container: "web.prod-green".into(),
+        outcome: Outcome::Live,
+        ..observed.releases[0].clone()
+    });
+    observed.live = Some(Target {
+        addr: "web.prod-green:8080".into(),
+        container: "web.prod-green".into(),
+        version: "v2".into(),
+        color: Color::Green,
+    });
+    observed.images.insert("v1".into());
+    let plan = plan::plan_rollback(&loaded, None, &observed, "deployctl-proxy:test", false)
+        .expect("a rollback plan");
+    assert_eq!(plan.version, "v1");
+    let target = FakeTarget::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let report = runtime
+        .block_on(execute(
+            &session,
+            &target,
+            &plan,
+            &observed,
+            &plan.steps[1..],
+            Instant::now(),
+            "deployctl-proxy:test",
+        ))
+        .expect("the run itself is possible");
+    assert!(report.ok, "{report:?}");
+    assert_eq!(session.executed(), described(&plan.steps[1..]));
+    assert!(target.calls().contains(&"switch web.prod-blue".to_string()));
+    assert!(
+        target
+            .calls()
+            .contains(&"retire web.prod-green".to_string())
     );
 }

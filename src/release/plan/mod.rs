@@ -10,7 +10,7 @@ mod step;
 mod tests;
 
 pub use rollback::{plan_rollback, rollback_target};
-pub use step::{Hook, LiveState, ProxyAction, Step};
+pub use step::{Hook, LiveState, ProxyAction, Step, Webhook};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -242,22 +242,38 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
     if let Some(live) = &observed.live
         && config.rollback.automatic
     {
-        on_failure.push(Step::Switch {
-            from: Some(container.clone()),
-            to: live.container.clone(),
+        on_failure.push(Step::SwitchBack {
+            from: container.clone(),
+            to: live.clone(),
             drain_timeout: config.deploy.drain_timeout,
         });
     }
-    on_failure.push(Step::StopContainer {
+    on_failure.push(Step::StopFailed {
         container: container.clone(),
         version: req.version.clone(),
     });
-    on_failure.push(Step::RecordRelease {
+    let switches_back = observed.live.as_ref().filter(|_| config.rollback.automatic);
+    on_failure.push(Step::RecordFailure {
         version: req.version.clone(),
-        outcome: Outcome::Failed,
+        rolled_back_to: switches_back.map(|l| l.version.clone()),
+    });
+    on_failure.push(Step::PruneFailed {
+        keep_releases: config.deploy.keep_releases,
     });
     on_failure.push(Step::ReleaseLock { lock: names.lock() });
     on_failure.extend(hook_steps(Hook::OnFailure, &config.hooks.on_failure));
+    if switches_back.is_some() {
+        on_failure.extend(
+            hook_steps(Hook::OnRollback, &config.hooks.on_rollback)
+                .into_iter()
+                .map(|mut s| {
+                    if let Step::RunHook { if_rolled_back, .. } = &mut s {
+                        *if_rolled_back = true;
+                    }
+                    s
+                }),
+        );
+    }
     on_failure.extend(notify_steps(config, NotifyEvent::Failure));
 
     Plan {
@@ -393,6 +409,7 @@ fn hook_steps(hook: Hook, specs: &[CommandSpec]) -> Vec<Step> {
                 hook,
                 command,
                 shell,
+                if_rolled_back: false,
             }
         })
         .collect()
@@ -416,6 +433,7 @@ fn notify_steps(config: &Config, event: NotifyEvent) -> Vec<Step> {
             // Webhook URLs carry tokens: never in a plan.
             url: "***".into(),
             event,
+            webhook: Webhook(n.clone()),
         })
         .collect()
 }

@@ -5,7 +5,18 @@ use serde::Serialize;
 
 use crate::config::{Duration, NotifyEvent, NotifyKind};
 use crate::names::Color;
-use crate::proxy::protocol::Outcome;
+use crate::proxy::protocol::{Outcome, Target};
+
+/// A notification target inside a step: its URL carries a token, so it is never printed
+/// (`Debug` shows `***`) nor serialized.
+#[derive(Clone, PartialEq)]
+pub struct Webhook(pub crate::config::Notify);
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Webhook(***)")
+    }
+}
 
 /// One step, with every concrete value the executor will use. Secrets are already redacted
 /// by the caller's output layer; the plan carries no secret values except through `Loaded`.
@@ -16,6 +27,9 @@ pub enum Step {
         hook: Hook,
         command: Vec<String>,
         shell: bool,
+        /// In a failure branch: runs only when traffic went back to the previous release.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        if_rolled_back: bool,
     },
     RunTest {
         command: Vec<String>,
@@ -91,6 +105,28 @@ pub enum Step {
         to: String,
         drain_timeout: Duration,
     },
+    /// Failure branch: when traffic reached `from`, it goes back to `to`.
+    SwitchBack {
+        from: String,
+        to: Target,
+        drain_timeout: Duration,
+    },
+    /// Failure branch: the new release stops (kept for inspection) unless it still serves.
+    StopFailed {
+        container: String,
+        version: String,
+    },
+    /// Failure branch: the release is recorded `failed`, or `rolled_back` once traffic is back.
+    RecordFailure {
+        version: String,
+        /// The previous release traffic goes back to, when the failure branch switches back.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rolled_back_to: Option<String>,
+    },
+    /// Failure branch of a deploy: failed releases pile up images too (the failed one stays).
+    PruneFailed {
+        keep_releases: u32,
+    },
     Verify {
         window: Duration,
         max_error_rate: f64,
@@ -109,8 +145,12 @@ pub enum Step {
     },
     Notify {
         kind: NotifyKind,
+        /// Always `***`: webhook URLs carry tokens.
         url: String,
         event: NotifyEvent,
+        /// The target itself, never shown.
+        #[serde(skip)]
+        webhook: Webhook,
     },
     ReleaseLock {
         lock: String,
