@@ -161,10 +161,10 @@ impl Run<'_, '_> {
                 target.ensure_network().await?;
                 Ok(())
             }
-            Step::EnsureProxy { .. } => {
+            Step::EnsureProxy { listen, .. } => {
                 let phase = Phase::start(reporter, PhaseName::Proxy, names.proxy());
                 target.ensure_router(self.proxy_image).await?;
-                phase.ok(config.proxy.listen.to_string());
+                phase.ok(listen.clone());
                 mark_interrupted_releases(session, observed).await;
                 target.record(&self.record).await?;
                 let record = self.record.clone();
@@ -211,10 +211,15 @@ impl Run<'_, '_> {
                 finish(phase, &r);
                 r
             }
-            Step::WaitHealthy { .. } => {
-                let phase = Phase::start(reporter, PhaseName::Health, plan.health_url.clone());
+            Step::WaitHealthy {
+                url,
+                spec,
+                docker_cmd,
+                ..
+            } => {
+                let phase = Phase::start(reporter, PhaseName::Health, url.clone());
                 let r = target
-                    .health_gate(&plan.container)
+                    .health_gate(&plan.container, &spec.0, docker_cmd.is_some())
                     .await
                     .map_err(|report| Failed { report });
                 finish(phase, &r);
@@ -259,7 +264,11 @@ impl Run<'_, '_> {
                 finish(phase, &r);
                 r
             }
-            Step::Switch { drain_timeout, .. } => {
+            Step::Switch {
+                drain_timeout,
+                health,
+                ..
+            } => {
                 let phase = Phase::start(
                     reporter,
                     PhaseName::Switch,
@@ -271,7 +280,7 @@ impl Run<'_, '_> {
                     p.switched_to = Some(new_target.clone());
                     p.switch_started = true;
                 });
-                match target.switch(&new_target, *drain_timeout).await {
+                match target.switch(&new_target, &health.0, *drain_timeout).await {
                     Ok(ms) => {
                         self.swap_ms = Some(ms);
                         self.switched = true;
@@ -288,6 +297,7 @@ impl Run<'_, '_> {
                 window,
                 max_error_rate,
                 max_p95_latency,
+                health,
             } => {
                 let phase = Phase::start(
                     reporter,
@@ -298,6 +308,7 @@ impl Run<'_, '_> {
                     window: *window,
                     max_error_rate: *max_error_rate,
                     max_p95_latency: *max_p95_latency,
+                    health: health.0.clone(),
                 };
                 let r = target
                     .verify(&plan.container, &rules)
@@ -344,11 +355,14 @@ impl Run<'_, '_> {
                 Ok(())
             }
             Step::SwitchBack {
-                to, drain_timeout, ..
+                to,
+                drain_timeout,
+                health,
+                ..
             } => {
                 if self.switched {
                     self.switch_back_tried = true;
-                    self.switch_back(to, *drain_timeout).await;
+                    self.switch_back(to, &health.0, *drain_timeout).await;
                 }
                 Ok(())
             }
@@ -391,14 +405,19 @@ impl Run<'_, '_> {
     }
 
     /// Puts traffic back on `previous`; how that went goes into the failure's reason.
-    async fn switch_back(&mut self, previous: &Target, drain: crate::config::Duration) {
+    async fn switch_back(
+        &mut self,
+        previous: &Target,
+        health: &crate::health::HealthSpec,
+        drain: crate::config::Duration,
+    ) {
         let session = self.session;
         let phase = Phase::start(
             session.reporter,
             PhaseName::Rollback,
             format!("-> {}", previous.container),
         );
-        match self.target.switch(previous, drain).await {
+        match self.target.switch(previous, health, drain).await {
             Ok(_) => {
                 phase.ok(format!("rolled back to {}", previous.version));
                 self.outcome = Outcome::RolledBack;

@@ -103,6 +103,7 @@ impl Step {
                 docker_cmd,
                 unhealthy_threshold,
                 start_period,
+                ..
             } => {
                 let mut rules = String::new();
                 if let Some(b) = expect_body {
@@ -140,6 +141,7 @@ impl Step {
                 from,
                 to,
                 drain_timeout,
+                ..
             } => match from {
                 Some(from) => {
                     format!("switch traffic {from} -> {to}, drain {from} up to {drain_timeout}")
@@ -150,6 +152,7 @@ impl Step {
                 from,
                 to,
                 drain_timeout,
+                ..
             } => format!(
                 "if traffic reached {from}: switch it back to {} ({}), drain {from} up to {drain_timeout}",
                 to.container, to.version
@@ -174,6 +177,7 @@ impl Step {
                 window,
                 max_error_rate,
                 max_p95_latency,
+                ..
             } => format!(
                 "verify for {window}: health keeps passing, error rate <= {:.2}%, p95 <= {max_p95_latency}",
                 max_error_rate * 100.0

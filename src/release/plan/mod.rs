@@ -10,7 +10,7 @@ mod step;
 mod tests;
 
 pub use rollback::{plan_rollback, rollback_target};
-pub use step::{Hook, LiveState, ProxyAction, Step, Webhook};
+pub use step::{Hidden, Hook, LiveState, ProxyAction, Step};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -228,6 +228,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         window: config.verify.window,
         max_error_rate: config.verify.max_error_rate,
         max_p95_latency: config.verify.max_p95_latency,
+        health: Hidden(crate::host::health_spec(config, &container)),
     });
     steps.extend(go_live_steps(observed, &req.version));
     let prune = prune_images(loaded, observed, &req.version);
@@ -246,6 +247,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
             from: container.clone(),
             to: live.clone(),
             drain_timeout: config.deploy.drain_timeout,
+            health: Hidden(crate::host::health_spec(config, &live.container)),
         });
     }
     on_failure.push(Step::StopFailed {
@@ -361,10 +363,12 @@ fn swap_steps(
         docker_cmd: h.docker_cmd.clone(),
         unhealthy_threshold: h.unhealthy_threshold,
         start_period: h.start_period,
+        spec: Hidden(crate::host::health_spec(config, &container)),
     });
     steps.extend(hook_steps(Hook::PreDeploy, &config.hooks.pre_deploy));
     steps.push(Step::Switch {
         from: observed.live.as_ref().map(|t| t.container.clone()),
+        health: Hidden(crate::host::health_spec(config, &container)),
         to: container,
         drain_timeout: config.deploy.drain_timeout,
     });
@@ -433,7 +437,7 @@ fn notify_steps(config: &Config, event: NotifyEvent) -> Vec<Step> {
             // Webhook URLs carry tokens: never in a plan.
             url: "***".into(),
             event,
-            webhook: Webhook(n.clone()),
+            webhook: Hidden(n.clone()),
         })
         .collect()
 }

@@ -4,17 +4,19 @@
 use serde::Serialize;
 
 use crate::config::{Duration, NotifyEvent, NotifyKind};
+use crate::health::HealthSpec;
 use crate::names::Color;
 use crate::proxy::protocol::{Outcome, Target};
 
-/// A notification target inside a step: its URL carries a token, so it is never printed
-/// (`Debug` shows `***`) nor serialized.
+/// A value a step carries for the executor that may hold secrets (a webhook URL with its token,
+/// health-check header values): never printed (`Debug` shows `***`), never serialized (the
+/// fields holding one are `#[serde(skip)]`; the plan shows a redacted form next to it).
 #[derive(Clone, PartialEq)]
-pub struct Webhook(pub crate::config::Notify);
+pub struct Hidden<T>(pub T);
 
-impl std::fmt::Debug for Webhook {
+impl<T> std::fmt::Debug for Hidden<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Webhook(***)")
+        f.write_str("Hidden(***)")
     }
 }
 
@@ -99,17 +101,26 @@ pub enum Step {
         unhealthy_threshold: u32,
         /// Failures in this first stretch do not count.
         start_period: Duration,
+        /// What the executor probes: the fields above, with the real header values.
+        #[serde(skip)]
+        spec: Hidden<HealthSpec>,
     },
     Switch {
         from: Option<String>,
         to: String,
         drain_timeout: Duration,
+        /// The router's last check of `to` before it switches (the health step's rules).
+        #[serde(skip)]
+        health: Hidden<HealthSpec>,
     },
     /// Failure branch: when traffic reached `from`, it goes back to `to`.
     SwitchBack {
         from: String,
         to: Target,
         drain_timeout: Duration,
+        /// The router's check of `to` before it switches back.
+        #[serde(skip)]
+        health: Hidden<HealthSpec>,
     },
     /// Failure branch: the new release stops (kept for inspection) unless it still serves.
     StopFailed {
@@ -131,6 +142,9 @@ pub enum Step {
         window: Duration,
         max_error_rate: f64,
         max_p95_latency: Duration,
+        /// The health checks that keep running during the window.
+        #[serde(skip)]
+        health: Hidden<HealthSpec>,
     },
     StopContainer {
         container: String,
@@ -150,7 +164,7 @@ pub enum Step {
         event: NotifyEvent,
         /// The target itself, never shown.
         #[serde(skip)]
-        webhook: Webhook,
+        webhook: Hidden<crate::config::Notify>,
     },
     ReleaseLock {
         lock: String,

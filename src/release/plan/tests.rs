@@ -168,7 +168,8 @@ fn next_deploy_goes_to_the_idle_colour_and_stops_the_old_one_after_verify() {
     observed
         .containers
         .push(container("v0-failed", "green", false));
-    let plan = plan_deploy(&loaded(""), &request("v2"), &observed);
+    let l = loaded("");
+    let plan = plan_deploy(&l, &request("v2"), &observed);
     assert_eq!(plan.color, Color::Green);
     assert_eq!(
         plan.previous.as_ref().map(|p| p.version.as_str()),
@@ -181,7 +182,9 @@ fn next_deploy_goes_to_the_idle_colour_and_stops_the_old_one_after_verify() {
     assert!(plan.steps.contains(&Step::Switch {
         from: Some("web.prod-blue".into()),
         to: "web.prod-green".into(),
-        drain_timeout: "30s".parse().expect("a duration")
+        drain_timeout: "30s".parse().expect("a duration"),
+        // The router's last check is the health step's, for the new release.
+        health: Hidden(crate::host::health_spec(&l.config, "web.prod-green")),
     }));
     assert!(plan.steps.contains(&Step::StopContainer {
         container: "web.prod-blue".into(),
@@ -381,6 +384,7 @@ fn typed_values_print_as_the_words_they_replaced() {
         from: Some("a".into()),
         to: "b".into(),
         drain_timeout: "30s".parse().expect("a duration"),
+        health: Hidden(crate::host::health_spec(&loaded("").config, "b")),
     };
     let json = serde_json::to_value(&step).expect("a step serializes");
     assert_eq!(json["drain_timeout"], "30s");
