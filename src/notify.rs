@@ -532,6 +532,7 @@ mod tests {
             duration_ms: 1234,
             swap_ms: Some(1.5),
             failure: None,
+            steps: vec![],
         };
         let n = Notification::from_report(&report);
         assert_eq!(n.event, NotifyEvent::Success);

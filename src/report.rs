@@ -223,4 +223,7 @@ pub struct Report {
     pub duration_ms: u64,
     pub swap_ms: Option<f64>,
     pub failure: Option<FailureReport>,
+    /// The plan's steps this run walked, in order, as `--dry-run` describes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
 }

@@ -316,3 +316,77 @@ fn dry_run_changes_nothing() {
     assert!(images.trim().is_empty(), "dry-run built images: {images}");
     assert!(!app.lock_exists());
 }
+
+/// The steps a human dry-run prints: (the numbered steps, the failure branch).
+fn dry_run_steps(app: &App, args: &[&str], env: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
+    let mut argv = args.to_vec();
+    argv.push("--dry-run");
+    let run = app.run(&argv, env);
+    assert_eq!(run.code, 0, "{run}");
+    let (mut steps, mut on_failure) = (Vec::new(), Vec::new());
+    let mut in_failure = false;
+    for line in run.stdout.lines() {
+        let line = line.trim_start();
+        if line.starts_with("On failure:") {
+            in_failure = true;
+        } else if let Some(step) = line.strip_prefix("- ").filter(|_| in_failure) {
+            on_failure.push(step.to_string());
+        } else if let Some((n, step)) = line.split_once(". ")
+            && !in_failure
+            && n.chars().all(|c| c.is_ascii_digit())
+            && !n.is_empty()
+        {
+            steps.push(step.to_string());
+        }
+    }
+    assert!(!steps.is_empty(), "no steps in the dry-run:\n{run}");
+    (steps, on_failure)
+}
+
+/// The steps a run walked, from its `--output json` result document.
+fn executed_steps(app: &App, args: &[&str], env: &[(&str, &str)], code: i32) -> Vec<String> {
+    let mut argv = args.to_vec();
+    argv.extend(["--output", "json"]);
+    let run = app.run(&argv, env);
+    assert_eq!(run.code, code, "{run}");
+    let doc = run.json();
+    doc["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps in the result:\n{run}"))
+        .iter()
+        .map(|s| s.as_str().expect("a step is a string").to_string())
+        .collect()
+}
+
+#[test]
+fn executed_steps_equal_the_dry_run() {
+    let app = App::new("dctsteps");
+    fn deploy(v: &str) -> Vec<&str> {
+        vec!["deploy", "--release", v]
+    }
+    let v1 = deploy("v1");
+    let (planned, _) = dry_run_steps(&app, &v1, &[]);
+    assert_eq!(executed_steps(&app, &v1, &[], 0), planned);
+
+    // Health fails: the steps up to the health check, then the whole failure branch.
+    let broken = [("DEMO_MODE", "fail500")];
+    let bad = deploy("bad");
+    let (planned, on_failure) = dry_run_steps(&app, &bad, &broken);
+    let health = planned
+        .iter()
+        .position(|s| s.starts_with("wait for "))
+        .expect("a health step");
+    let mut expected = planned[..=health].to_vec();
+    expected.extend(on_failure);
+    assert_eq!(executed_steps(&app, &bad, &broken, 1), expected);
+    assert_eq!(app.serving().as_deref(), Some("v1"));
+
+    let v2 = deploy("v2");
+    let (planned, _) = dry_run_steps(&app, &v2, &[]);
+    assert_eq!(executed_steps(&app, &v2, &[], 0), planned);
+
+    let rollback = ["rollback"];
+    let (planned, _) = dry_run_steps(&app, &rollback, &[]);
+    assert_eq!(executed_steps(&app, &rollback, &[], 0), planned);
+    assert_eq!(app.serving().as_deref(), Some("v1"));
+}

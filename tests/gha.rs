@@ -96,6 +96,7 @@ fn report_ok() -> Report {
         duration_ms: 42_345,
         swap_ms: Some(1.5),
         failure: None,
+        steps: vec![],
     }
 }
 

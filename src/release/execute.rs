@@ -1,21 +1,24 @@
-//! The interpreter: walks the plan's steps after the lock and, when one fails, the failure branch
-//! (switch back, stop the new release, record why). Every operation on the releases goes through
-//! a `DeployTarget` (`target.rs`); the interpreter itself names no host or engine.
+//! The interpreter: walks the plan's steps after the lock and, when one fails, the plan's failure
+//! branch (`Plan::on_failure`: switch back, stop the new release, record why, release the lock,
+//! hooks, notifications). Every step it walks is logged in the session, so a run's executed steps
+//! can be compared with its dry-run. Every operation on the releases goes through a
+//! `DeployTarget` (`target.rs`); the interpreter itself names no host or engine.
 
 use std::time::Instant;
 
 use super::Session;
 use super::ledger::{mark_interrupted_releases, mark_version, prune};
-use super::outcome::{Failed, failed_report, finish};
+use super::outcome::{Failed, finish, outcome_step};
 use super::plan::{Observed, Plan, Step};
 use super::target::{DeployTarget, NewRelease};
 use super::watch::VerifyRules;
 use crate::host::now_unix;
-use crate::proxy::protocol::{Outcome, ReleaseRecord, RunKind};
+use crate::proxy::protocol::{Outcome, ReleaseRecord, RunKind, Target};
 use crate::report::{FailureReport, Phase, PhaseName, Report};
 
-/// Runs the steps after the lock. Returns a report for release failures; errors are for
-/// problems that make the run itself impossible (Docker gone, signals).
+/// Runs `steps` (the plan's steps after the lock) and, if one fails, the plan's failure branch.
+/// Returns a report for release failures; errors are for problems that make the run itself
+/// impossible (Docker gone, signals).
 pub(crate) async fn execute(
     session: &Session<'_>,
     target: &dyn DeployTarget,
@@ -25,49 +28,147 @@ pub(crate) async fn execute(
     started: Instant,
     proxy_image: &str,
 ) -> anyhow::Result<Report> {
-    let names = &session.names;
-    let config = &session.loaded.config;
-    let reporter = session.reporter;
-    let mut record = ReleaseRecord {
-        id: format!("{}-{}", now_unix(), std::process::id()),
-        version: plan.version.clone(),
-        image: plan.image.clone(),
-        color: plan.color,
-        container: plan.container.clone(),
-        git_sha: crate::version::git_state(&session.loaded.root)
-            .ok()
-            .map(|g| g.sha),
-        author: Some(crate::version::author(&session.loaded.root)),
-        started_at: now_unix(),
-        finished_at: None,
-        duration_ms: None,
-        outcome: Outcome::InProgress,
-        tests_skipped: plan.tests_skipped,
-        spec: None,
-        reason: if plan.kind == RunKind::Rollback {
-            Some("rollback".into())
-        } else {
-            None
+    let mut run = Run {
+        record: ReleaseRecord {
+            id: format!("{}-{}", now_unix(), std::process::id()),
+            version: plan.version.clone(),
+            image: plan.image.clone(),
+            color: plan.color,
+            container: plan.container.clone(),
+            git_sha: crate::version::git_state(&session.loaded.root)
+                .ok()
+                .map(|g| g.sha),
+            author: Some(crate::version::author(&session.loaded.root)),
+            started_at: now_unix(),
+            finished_at: None,
+            duration_ms: None,
+            outcome: Outcome::InProgress,
+            tests_skipped: plan.tests_skipped,
+            spec: None,
+            reason: if plan.kind == RunKind::Rollback {
+                Some("rollback".into())
+            } else {
+                None
+            },
         },
+        new_target: target.route_to(&plan.container, &plan.version, plan.color),
+        session,
+        target,
+        plan,
+        observed,
+        started,
+        proxy_image,
+        swap_ms: None,
+        switched: false,
+        switch_back_tried: false,
+        outcome: Outcome::Live,
+        failure: None,
     };
-    let new_target = target.route_to(&plan.container, &plan.version, plan.color);
-    let mut swap_ms = None;
-    let mut switched = false;
-
     for step in steps {
-        tracing::debug!(step = %step.describe(), "executing");
-        let outcome: Result<(), Failed> = match step {
+        session.walked(step);
+        if let Err(failed) = run.step(step).await? {
+            run.fail(failed.report).await?;
+            break;
+        }
+    }
+    Ok(run.report())
+}
+
+/// One run of the interpreter: the plan, the target, and how far it got.
+struct Run<'s, 'a> {
+    session: &'s Session<'a>,
+    target: &'s dyn DeployTarget,
+    plan: &'s Plan,
+    /// The host as planned from: what served before this run.
+    observed: &'s Observed,
+    started: Instant,
+    proxy_image: &'s str,
+    /// This run's ledger record, as far as it got.
+    record: ReleaseRecord,
+    new_target: Target,
+    swap_ms: Option<f64>,
+    /// Traffic was switched to the new release.
+    switched: bool,
+    /// The failure branch tried to put traffic back.
+    switch_back_tried: bool,
+    /// `Live` until a step fails; then `Failed` or `RolledBack`.
+    outcome: Outcome,
+    failure: Option<FailureReport>,
+}
+
+impl Run<'_, '_> {
+    /// The report as far as the run got.
+    fn report(&self) -> Report {
+        let ok = self.failure.is_none();
+        Report {
+            ok,
+            kind: self.plan.kind,
+            app: self.session.names.app.clone(),
+            env: self.session.names.env.clone(),
+            version: self.plan.version.clone(),
+            color: self.plan.color,
+            container: self.plan.container.clone(),
+            url: self.plan.url.clone(),
+            previous: self.plan.previous.as_ref().map(|p| p.version.clone()),
+            outcome: self.outcome,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            swap_ms: if ok { self.swap_ms } else { None },
+            failure: self.failure.clone(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Walks the plan's failure branch after a step failed. Its steps never fail the run again:
+    /// what goes wrong there is a warning.
+    async fn fail(&mut self, mut failure: FailureReport) -> anyhow::Result<()> {
+        let (session, target, plan) = (self.session, self.target, self.plan);
+        if failure.container_state.is_none() || failure.logs.is_empty() {
+            let (state, logs) = target.inspect(&plan.container).await;
+            if failure.container_state.is_none()
+                && let Some(state) = state
+            {
+                failure.container = Some(plan.container.clone());
+                failure.container_state = Some(state);
+            }
+            if failure.logs.is_empty() {
+                failure.logs = logs;
+            }
+        }
+        self.outcome = Outcome::Failed;
+        self.failure = Some(failure);
+        for step in &plan.on_failure {
+            session.walked(step);
+            if let Err(failed) = self.step(step).await? {
+                session.reporter.warn(failed.report.reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn reason(&mut self) -> &mut String {
+        &mut self.failure.get_or_insert_with(Default::default).reason
+    }
+
+    /// Performs one step of the plan or of its failure branch.
+    async fn step(&mut self, step: &Step) -> anyhow::Result<Result<(), Failed>> {
+        let (session, target, plan, observed) =
+            (self.session, self.target, self.plan, self.observed);
+        let config = &session.loaded.config;
+        let reporter = session.reporter;
+        let names = &session.names;
+        let r: Result<(), Failed> = match step {
             Step::EnsureNetwork { .. } => {
                 target.ensure_network().await?;
                 Ok(())
             }
-            Step::EnsureProxy { .. } => {
+            Step::EnsureProxy { listen, .. } => {
                 let phase = Phase::start(reporter, PhaseName::Proxy, names.proxy());
-                target.ensure_router(proxy_image).await?;
-                phase.ok(config.proxy.listen.to_string());
+                target.ensure_router(self.proxy_image).await?;
+                phase.ok(listen.clone());
                 mark_interrupted_releases(session, observed).await;
-                target.record(&record).await?;
-                session.progress(|p| p.record = Some(record.clone()));
+                target.record(&self.record).await?;
+                let record = self.record.clone();
+                session.progress(|p| p.record = Some(record));
                 Ok(())
             }
             Step::RemoveContainer { container, .. } => {
@@ -98,9 +199,9 @@ pub(crate) async fn execute(
                         network,
                         restore: plan.restore.as_ref(),
                     };
-                    record.spec = Some(Box::new(target.create_release(&release).await?));
+                    self.record.spec = Some(Box::new(target.create_release(&release).await?));
                 } else {
-                    record.spec = plan.restore.clone().map(Box::new);
+                    self.record.spec = plan.restore.clone().map(Box::new);
                 }
                 session.progress(|p| p.started = Some((container.clone(), version.clone())));
                 let r = target
@@ -110,21 +211,36 @@ pub(crate) async fn execute(
                 finish(phase, &r);
                 r
             }
-            Step::WaitHealthy { .. } => {
-                let phase = Phase::start(reporter, PhaseName::Health, plan.health_url.clone());
+            Step::WaitHealthy {
+                url,
+                spec,
+                docker_cmd,
+                ..
+            } => {
+                let phase = Phase::start(reporter, PhaseName::Health, url.clone());
                 let r = target
-                    .health_gate(&plan.container)
+                    .health_gate(&plan.container, &spec.0, docker_cmd.is_some())
                     .await
                     .map_err(|report| Failed { report });
                 finish(phase, &r);
                 r
             }
-            // Hooks after the outcome (post_deploy, on_rollback) run in the caller, once it is known.
-            Step::RunHook { hook, .. } if !hook.gates() => Ok(()),
+            // After the outcome: hooks and notifications, whose failures are warnings.
+            Step::Notify { .. } => {
+                let report = self.report();
+                outcome_step(session, step, &report).await;
+                Ok(())
+            }
+            Step::RunHook { .. } if !hook_gates(step) => {
+                let report = self.report();
+                outcome_step(session, step, &report).await;
+                Ok(())
+            }
             Step::RunHook {
                 hook,
                 command,
                 shell,
+                ..
             } => {
                 let env = session.hook_env(
                     &plan.version,
@@ -148,21 +264,26 @@ pub(crate) async fn execute(
                 finish(phase, &r);
                 r
             }
-            Step::Switch { drain_timeout, .. } => {
+            Step::Switch {
+                drain_timeout,
+                health,
+                ..
+            } => {
                 let phase = Phase::start(
                     reporter,
                     PhaseName::Switch,
                     format!("-> {}", plan.container),
                 );
+                let new_target = self.new_target.clone();
                 session.progress(|p| {
                     p.switched_from = observed.live.clone();
                     p.switched_to = Some(new_target.clone());
                     p.switch_started = true;
                 });
-                match target.switch(&new_target, *drain_timeout).await {
+                match target.switch(&new_target, &health.0, *drain_timeout).await {
                     Ok(ms) => {
-                        swap_ms = Some(ms);
-                        switched = true;
+                        self.swap_ms = Some(ms);
+                        self.switched = true;
                         phase.ok(format!("swapped in {ms:.0} ms"));
                         Ok(())
                     }
@@ -176,6 +297,7 @@ pub(crate) async fn execute(
                 window,
                 max_error_rate,
                 max_p95_latency,
+                health,
             } => {
                 let phase = Phase::start(
                     reporter,
@@ -186,6 +308,7 @@ pub(crate) async fn execute(
                     window: *window,
                     max_error_rate: *max_error_rate,
                     max_p95_latency: *max_p95_latency,
+                    health: health.0.clone(),
                 };
                 let r = target
                     .verify(&plan.container, &rules)
@@ -208,10 +331,10 @@ pub(crate) async fn execute(
                 }
                 Ok(())
             }
-            Step::RecordRelease { .. } => {
-                record.outcome = Outcome::Live;
-                record.finished_at = Some(now_unix());
-                record.duration_ms = Some(started.elapsed().as_millis() as u64);
+            Step::RecordRelease { outcome, .. } => {
+                self.record.outcome = *outcome;
+                self.record.finished_at = Some(now_unix());
+                self.record.duration_ms = Some(self.started.elapsed().as_millis() as u64);
                 if plan.kind == RunKind::Rollback
                     && let Some(prev) = observed.live.as_ref()
                 {
@@ -224,148 +347,126 @@ pub(crate) async fn execute(
                     )
                     .await;
                 }
-                target.record(&record).await?;
+                target.record(&self.record).await?;
                 Ok(())
             }
             Step::Prune { images } => {
                 prune(session, images).await;
                 Ok(())
             }
-            // Taken before `execute`; released by the caller whatever happens.
-            Step::AcquireLock { .. } | Step::ReleaseLock { .. } => Ok(()),
-            // Post-outcome hooks and notifications are run by the caller.
+            Step::SwitchBack {
+                to,
+                drain_timeout,
+                health,
+                ..
+            } => {
+                if self.switched {
+                    self.switch_back_tried = true;
+                    self.switch_back(to, &health.0, *drain_timeout).await;
+                }
+                Ok(())
+            }
+            Step::StopFailed { container, .. } => {
+                let new_still_live = self.switched && self.outcome != Outcome::RolledBack;
+                if !new_still_live && !is_reused_live(observed, container) {
+                    let _ = target.retire(container).await;
+                }
+                Ok(())
+            }
+            Step::RecordFailure { .. } => {
+                self.record_failure().await;
+                Ok(())
+            }
+            Step::PruneFailed { .. } => {
+                // The failed release itself is kept for inspection.
+                let now = target.observe().await?;
+                let images = super::plan::prune_images(session.loaded, &now, &plan.version);
+                if !images.is_empty() {
+                    prune(session, &images).await;
+                }
+                Ok(())
+            }
+            Step::ReleaseLock { .. } => {
+                match target.release_lock().await {
+                    Ok(()) => session.progress(|p| p.lock_held = false),
+                    Err(e) => reporter.warn(format!("could not release the lock: {e:#}")),
+                }
+                Ok(())
+            }
+            // Taken before the interpreter runs (the plan is made under the lock).
+            Step::AcquireLock { .. } => Ok(()),
+            // Walked before the lock by the pipeline; not part of the locked part.
             Step::RunTest { .. }
             | Step::BuildImage { .. }
             | Step::PushImage { .. }
-            | Step::UseImage { .. }
-            | Step::Notify { .. } => Ok(()),
+            | Step::UseImage { .. } => Ok(()),
         };
-        if let Err(failed) = outcome {
-            let failing = FailingRun {
-                session,
-                target,
-                plan,
-                observed,
-                record,
-                switched,
-                started,
-            };
-            return Ok(failing.handle(failed.report).await);
+        Ok(r)
+    }
+
+    /// Puts traffic back on `previous`; how that went goes into the failure's reason.
+    async fn switch_back(
+        &mut self,
+        previous: &Target,
+        health: &crate::health::HealthSpec,
+        drain: crate::config::Duration,
+    ) {
+        let session = self.session;
+        let phase = Phase::start(
+            session.reporter,
+            PhaseName::Rollback,
+            format!("-> {}", previous.container),
+        );
+        match self.target.switch(previous, health, drain).await {
+            Ok(_) => {
+                phase.ok(format!("rolled back to {}", previous.version));
+                self.outcome = Outcome::RolledBack;
+                let reason = self.reason();
+                *reason = format!("{reason}; rolled back to {}", previous.version);
+                mark_version(session, self.observed, &previous.version, Outcome::Live, "").await;
+            }
+            Err(e) => {
+                phase.failed(format!("{e:#}"));
+                let reason = self.reason();
+                *reason = format!(
+                    "{reason}; switching back to {} FAILED: {e:#}",
+                    previous.version
+                );
+            }
         }
     }
-    Ok(Report {
-        ok: true,
-        kind: plan.kind,
-        app: names.app.clone(),
-        env: names.env.clone(),
-        version: plan.version.clone(),
-        color: plan.color,
-        container: plan.container.clone(),
-        url: plan.url.clone(),
-        previous: plan.previous.as_ref().map(|p| p.version.clone()),
-        outcome: Outcome::Live,
-        duration_ms: started.elapsed().as_millis() as u64,
-        swap_ms,
-        failure: None,
-    })
-}
 
-/// A run whose step failed: everything the failure branch needs.
-pub(crate) struct FailingRun<'s, 'a> {
-    pub session: &'s Session<'a>,
-    pub target: &'s dyn DeployTarget,
-    pub plan: &'s Plan,
-    /// The host as planned from: what served before this run.
-    pub observed: &'s Observed,
-    /// This run's ledger record, as far as it got.
-    pub record: ReleaseRecord,
-    /// Traffic was switched to the new release.
-    pub switched: bool,
-    pub started: Instant,
-}
-
-impl FailingRun<'_, '_> {
-    /// Puts traffic back where it was (if the switch happened), keeps the failed container stopped
-    /// for inspection, and records why.
-    pub(crate) async fn handle(self, mut failure: FailureReport) -> Report {
-        let FailingRun {
-            session,
-            target,
-            plan,
-            observed,
-            mut record,
-            switched,
-            started,
-        } = self;
-        let config = &session.loaded.config;
-        let mut outcome = Outcome::Failed;
-        if failure.container_state.is_none() || failure.logs.is_empty() {
-            let (state, logs) = target.inspect(&plan.container).await;
-            if failure.container_state.is_none()
-                && let Some(state) = state
-            {
-                failure.container = Some(plan.container.clone());
-                failure.container_state = Some(state);
-            }
-            if failure.logs.is_empty() {
-                failure.logs = logs;
-            }
-        }
-        if switched {
-            match (&observed.live, config.rollback.automatic) {
-                (Some(previous), true) => {
-                    let phase = Phase::start(
-                        session.reporter,
-                        PhaseName::Rollback,
-                        format!("-> {}", previous.container),
-                    );
-                    match target.switch(previous, config.deploy.drain_timeout).await {
-                        Ok(_) => {
-                            phase.ok(format!("rolled back to {}", previous.version));
-                            outcome = Outcome::RolledBack;
-                            failure.reason =
-                                format!("{}; rolled back to {}", failure.reason, previous.version);
-                            mark_version(session, observed, &previous.version, Outcome::Live, "")
-                                .await;
-                        }
-                        Err(e) => {
-                            phase.failed(format!("{e:#}"));
-                            failure.reason = format!(
-                                "{}; switching back to {} FAILED: {e:#}",
-                                failure.reason, previous.version
-                            );
-                        }
-                    }
+    /// Records the failed release: `rolled_back` when traffic is back, else `failed`, with why.
+    async fn record_failure(&mut self) {
+        if self.switched && !self.switch_back_tried {
+            let version = self.plan.version.clone();
+            let hint = match &self.observed.live {
+                Some(previous) => format!(
+                    "{version} still serves (rollback.automatic is off)\n  hint: `deployctl rollback` goes back to {}",
+                    previous.version
+                ),
+                None => {
+                    format!("there is no earlier release to go back to, {version} still serves")
                 }
-                (Some(previous), false) => {
-                    failure.reason = format!(
-                        "{}; {} still serves (rollback.automatic is off)\n  hint: `deployctl rollback` goes back to {}",
-                        failure.reason, plan.version, previous.version
-                    );
-                }
-                (None, _) => {
-                    failure.reason = format!(
-                        "{}; there is no earlier release to go back to, {} still serves",
-                        failure.reason, plan.version
-                    );
-                }
-            }
+            };
+            let reason = self.reason();
+            *reason = format!("{reason}; {hint}");
         }
-        let new_still_live = switched && outcome != Outcome::RolledBack;
-        if !new_still_live && !is_reused_live(observed, &plan.container) {
-            let _ = target.retire(&plan.container).await;
-        }
-        record.outcome = outcome;
-        record.finished_at = Some(now_unix());
-        record.duration_ms = Some(started.elapsed().as_millis() as u64);
-        record.reason = Some(failure.reason.clone());
-        if let Err(e) = target.record(&record).await {
-            session
+        self.record.outcome = self.outcome;
+        self.record.finished_at = Some(now_unix());
+        self.record.duration_ms = Some(self.started.elapsed().as_millis() as u64);
+        self.record.reason = Some(self.reason().clone());
+        if let Err(e) = self.target.record(&self.record).await {
+            self.session
                 .reporter
                 .warn(format!("could not record the failed release: {e:#}"));
         }
-        failed_report(session, plan, started, failure, outcome)
     }
+}
+
+/// A hook that runs before the outcome is known (and stops the run when it fails).
+fn hook_gates(step: &Step) -> bool {
+    matches!(step, Step::RunHook { hook, .. } if hook.gates())
 }
 
 pub(crate) fn is_reused_live(observed: &Observed, container: &str) -> bool {

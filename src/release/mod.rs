@@ -9,7 +9,7 @@
 //! - `execute`: the interpreter of the plan's steps after the lock, and the failure branch
 //! - `watch`: the health gate, the verify window, crash detection, the switch
 //! - `ledger`: release records, marks and pruning
-//! - `outcome`: hooks and notifications once the outcome is known
+//! - `outcome`: the report, hooks and notifications once the outcome is known
 //! - `recover`: cleanup after a signal
 //! - `tests`: the interpreter against a fake target, without Docker
 //! - `target`: the seam the interpreter drives (`DeployTarget`), and its one implementation
@@ -40,7 +40,7 @@ pub use crate::report::{FailureReport, Report};
 use crate::report::{Phase, PhaseName, Reporter};
 use crate::run;
 use execute::execute;
-use outcome::{Failed, after_outcome};
+use outcome::Failed;
 use pipeline::{deploy_pipeline, proxy_image};
 use plan::{DeployRequest, Observed, Plan};
 pub use recover::recover;
@@ -53,6 +53,8 @@ pub struct Session<'a> {
     pub names: Names,
     /// What has been done so far, for cleanup after a signal.
     pub progress: Arc<Mutex<Progress>>,
+    /// The plan's steps walked so far, as `Step::describe` puts them.
+    executed: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,7 +89,25 @@ impl<'a> Session<'a> {
             engine,
             reporter,
             progress: Arc::default(),
+            executed: Mutex::default(),
         }
+    }
+
+    /// Logs a step of the plan as walked.
+    fn walked(&self, step: &plan::Step) {
+        tracing::debug!(step = %step.describe(), "executing");
+        if let Ok(mut e) = self.executed.lock() {
+            e.push(step.describe());
+        }
+    }
+
+    /// The steps walked so far.
+    pub fn executed(&self) -> Vec<String> {
+        self.executed.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    fn lock_held(&self) -> bool {
+        self.progress.lock().map(|p| p.lock_held).unwrap_or(true)
     }
 
     fn progress(&self, f: impl FnOnce(&mut Progress)) {
@@ -216,8 +236,8 @@ pub async fn preview_rollback(
 }
 
 pub async fn deploy(session: &Session<'_>, opts: &DeployOptions) -> anyhow::Result<Report> {
-    let report = deploy_pipeline(session, opts).await?;
-    after_outcome(session, &report).await;
+    let mut report = deploy_pipeline(session, opts).await?;
+    report.steps = session.executed();
     Ok(report)
 }
 
@@ -254,6 +274,8 @@ pub async fn rollback(
         let observed = session.observe_started(&proxy_image).await?;
         let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image, current_config)
             .map_err(Error::DeployFailed)?;
+        // The lock was taken before planning: the plan is made from what is there under it.
+        session.walked(&plan.steps[0]);
         execute(
             session,
             &target::SingleHost::new(session),
@@ -266,7 +288,10 @@ pub async fn rollback(
         .await
     }
     .await;
-    if let Err(e) = lock::release(engine, &session.names, false).await {
+    // The plan releases the lock; this is for runs that ended early (an error).
+    if session.lock_held()
+        && let Err(e) = lock::release(engine, &session.names, false).await
+    {
         session
             .reporter
             .warn(format!("could not release the lock: {e:#}"));
@@ -275,7 +300,7 @@ pub async fn rollback(
         p.lock_held = false;
         p.finished = true;
     });
-    let report = result?;
-    after_outcome(session, &report).await;
+    let mut report = result?;
+    report.steps = session.executed();
     Ok(report)
 }

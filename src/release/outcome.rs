@@ -1,11 +1,11 @@
-//! After the outcome is known: the report of a run, the hooks and notifications that follow it.
+//! After the outcome is known: the report of a run, and the steps that follow it (hooks that do not
+//! gate, notifications), run by the interpreter as steps of the plan.
 
 use std::time::Instant;
 
 use super::Session;
-use super::plan::{Hook, Plan, command_argv};
-use crate::config::CommandSpec;
-use crate::proxy::protocol::{Outcome, RunKind};
+use super::plan::{Plan, Step};
+use crate::proxy::protocol::Outcome;
 use crate::report::{FailureReport, Phase, PhaseName, Report};
 
 /// A failure while executing, with how far it got.
@@ -24,76 +24,91 @@ impl From<anyhow::Error> for Failed {
     }
 }
 
-/// Hooks and notifications once the outcome is known. Their failures are reported as warnings,
-/// never turned into another outcome.
-pub(crate) async fn after_outcome(session: &Session<'_>, report: &Report) {
-    let config = &session.loaded.config;
-    let env = session.hook_env(
-        &report.version,
-        report.previous.as_deref(),
-        report.color,
-        Some(report.outcome),
-    );
-    let (hook, specs) = match (report.kind, report.ok) {
-        (RunKind::Deploy, true) => (Hook::PostDeploy, &config.hooks.post_deploy),
-        (RunKind::Rollback, true) => (Hook::OnRollback, &config.hooks.on_rollback),
-        _ => (Hook::OnFailure, &config.hooks.on_failure),
-    };
-    run_hooks(session, hook, specs, &env).await;
-    if report.outcome == Outcome::RolledBack {
-        run_hooks(session, Hook::OnRollback, &config.hooks.on_rollback, &env).await;
-    }
-    if !config.notify.is_empty() {
-        let mut notification = crate::notify::Notification::from_report(report);
-        // Failure reasons can quote logs: secrets never leave for a chat channel.
-        notification.reason = notification
-            .reason
-            .map(|r| session.loaded.redactor.redact(&r).into_owned());
-        let phase = Phase::start(
-            session.reporter,
-            PhaseName::Notify,
-            format!("{} target(s)", config.notify.len()),
-        );
-        let deliveries =
-            crate::notify::send_all(&config.notify, &notification, session.reporter).await;
-        let failed = deliveries.iter().filter(|d| !d.ok).count();
-        if failed == 0 {
-            phase.ok(format!("{} sent", deliveries.len()));
-        } else {
-            phase.failed(format!("{failed} of {} failed", deliveries.len()));
+/// A step after the outcome is known (a hook that does not gate, a notification), run against
+/// the report so far. Its failure is a warning, never another outcome.
+pub(crate) async fn outcome_step(session: &Session<'_>, step: &Step, report: &Report) {
+    match step {
+        Step::RunHook {
+            hook,
+            command,
+            shell,
+            if_rolled_back,
+        } => {
+            if *if_rolled_back && report.outcome != Outcome::RolledBack {
+                return;
+            }
+            let env = session.hook_env(
+                &report.version,
+                report.previous.as_deref(),
+                report.color,
+                Some(report.outcome),
+            );
+            let name = hook.as_str();
+            let phase = Phase::start(
+                session.reporter,
+                PhaseName::Hook,
+                format!("{name}: {}", crate::output::shell_join(command)),
+            );
+            let r = session
+                .run_command(
+                    name,
+                    (command, *shell),
+                    &env,
+                    session.loaded.config.test.timeout.get(),
+                )
+                .await;
+            if let Err(f) = &r {
+                session
+                    .reporter
+                    .warn(format!("{name} hook failed: {}", f.report.reason));
+            }
+            finish(phase, &r);
         }
+        Step::Notify { kind, webhook, .. } => {
+            let mut notification = crate::notify::Notification::from_report(report);
+            // Failure reasons can quote logs: secrets never leave for a chat channel.
+            notification.reason = notification
+                .reason
+                .map(|r| session.loaded.redactor.redact(&r).into_owned());
+            let phase = Phase::start(
+                session.reporter,
+                PhaseName::Notify,
+                crate::notify::kind_name(*kind),
+            );
+            let deliveries = crate::notify::send_all(
+                std::slice::from_ref(&webhook.0),
+                &notification,
+                session.reporter,
+            )
+            .await;
+            match deliveries.iter().find(|d| !d.ok) {
+                None => phase.ok(format!("{} sent", deliveries.len())),
+                Some(d) => phase.failed(d.error.clone().unwrap_or_else(|| "failed".into())),
+            }
+        }
+        _ => {}
     }
 }
 
-pub(crate) async fn run_hooks(
+/// A deploy that failed before the lock: nothing on the host changed, so of the plan's failure
+/// branch only what follows the lock's release runs (hooks, notifications).
+pub(crate) async fn failed_before_lock(
     session: &Session<'_>,
-    hook: Hook,
-    hooks: &[CommandSpec],
-    env: &[(String, String)],
-) {
-    let name = hook.as_str();
-    for spec in hooks {
-        let (argv, shell) = command_argv(spec);
-        let phase = Phase::start(
-            session.reporter,
-            PhaseName::Hook,
-            format!("{name}: {}", crate::output::shell_join(&argv)),
-        );
-        let r = session
-            .run_command(
-                name,
-                (&argv, shell),
-                env,
-                session.loaded.config.test.timeout.get(),
-            )
-            .await;
-        if let Err(f) = &r {
-            session
-                .reporter
-                .warn(format!("{name} hook failed: {}", f.report.reason));
-        }
-        finish(phase, &r);
+    plan: &Plan,
+    started: Instant,
+    failure: FailureReport,
+) -> Report {
+    let report = failed_report(session, plan, started, failure, Outcome::Failed);
+    let after_lock = plan
+        .on_failure
+        .iter()
+        .position(|s| matches!(s, Step::ReleaseLock { .. }))
+        .map_or(0, |i| i + 1);
+    for step in &plan.on_failure[after_lock..] {
+        session.walked(step);
+        outcome_step(session, step, &report).await;
     }
+    report
 }
 
 pub(crate) fn failed_report(
@@ -117,6 +132,7 @@ pub(crate) fn failed_report(
         duration_ms: started.elapsed().as_millis() as u64,
         swap_ms: None,
         failure: Some(failure),
+        steps: Vec::new(),
     }
 }
 

@@ -5,14 +5,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::execute::execute;
-use super::ledger::prune;
-use super::outcome::{Failed, failed_report, finish};
+use super::outcome::{Failed, failed_before_lock, finish};
 use super::plan::{self, DeployRequest, Hook, Step};
 use super::{DeployOptions, Session};
 use crate::engine::{BuildRequest, RegistryAuth, labels};
 use crate::host::{self, engine_err};
 use crate::lock;
-use crate::proxy::protocol::Outcome;
 use crate::report::{FailureReport, Phase, PhaseName, Report};
 
 pub(crate) async fn deploy_pipeline(
@@ -74,18 +72,16 @@ pub(crate) async fn deploy_pipeline(
             reason,
             ..Default::default()
         };
-        return Ok(failed_report(
-            session,
-            &first_plan,
-            started,
-            failure,
-            Outcome::Failed,
-        ));
+        return Ok(failed_before_lock(session, &first_plan, started, failure).await);
     }
     phase.ok(format!("{} passed", checks.len()));
 
     // Before the lock: tests and the build change nothing on the host that serves.
     for step in &first_plan.steps {
+        if matches!(step, Step::AcquireLock { .. }) {
+            break;
+        }
+        session.walked(step);
         let result = match step {
             Step::RunTest {
                 command,
@@ -107,6 +103,7 @@ pub(crate) async fn deploy_pipeline(
                 hook,
                 command,
                 shell,
+                ..
             } if *hook == Hook::PreBuild => {
                 let phase = Phase::start(
                     reporter,
@@ -139,17 +136,10 @@ pub(crate) async fn deploy_pipeline(
                     "image {image} does not exist on the Docker host"
                 ))),
             },
-            Step::AcquireLock { .. } => break,
             _ => Ok(()),
         };
         if let Err(failed) = result {
-            return Ok(failed_report(
-                session,
-                &first_plan,
-                started,
-                failed.report,
-                Outcome::Failed,
-            ));
+            return Ok(failed_before_lock(session, &first_plan, started, failed.report).await);
         }
     }
 
@@ -168,10 +158,20 @@ pub(crate) async fn deploy_pipeline(
     .await?;
     session.progress(|p| p.lock_held = true);
     phase.ok("");
+    if let Some(step) = first_plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, Step::AcquireLock { .. }))
+    {
+        session.walked(step);
+    }
 
     let result = deploy_locked(session, &req, started).await;
-    // The lock goes whatever happened; a failure to release is reported, not hidden.
-    if let Err(e) = lock::release(engine, &session.names, false).await {
+    // The plan releases the lock; this is for runs that ended early (an error). A failure to
+    // release is reported, not hidden.
+    if session.lock_held()
+        && let Err(e) = lock::release(engine, &session.names, false).await
+    {
         reporter.warn(format!("could not release the lock: {e:#}"));
     }
     session.progress(|p| {
@@ -280,7 +280,7 @@ pub(crate) async fn deploy_locked(
         .iter()
         .position(|s| matches!(s, Step::AcquireLock { .. }))
         .unwrap_or(0);
-    let report = execute(
+    execute(
         session,
         &super::target::SingleHost::new(session),
         &plan,
@@ -289,14 +289,5 @@ pub(crate) async fn deploy_locked(
         started,
         &req.proxy_image,
     )
-    .await?;
-    if !report.ok {
-        // Failed releases pile up images too; the failed one itself stays for inspection.
-        let now = session.observe().await?;
-        let images = plan::prune_images(session.loaded, &now, &req.version);
-        if !images.is_empty() {
-            prune(session, &images).await;
-        }
-    }
-    Ok(report)
+    .await
 }

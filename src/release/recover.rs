@@ -26,6 +26,10 @@ pub async fn recover(session: &Session<'_>) {
     }
     let engine = session.engine;
     let drain = session.loaded.config.deploy.drain_timeout;
+    // Not plan-driven: the checks are the configured ones for the release switched to.
+    let spec = |t: &crate::proxy::protocol::Target| {
+        host::health_spec(&session.loaded.config, &t.container)
+    };
     let mut new_is_live = false;
     if progress.switch_started {
         let previous = progress.switched_from.as_ref();
@@ -39,20 +43,21 @@ pub async fn recover(session: &Session<'_>) {
             _ => false,
         };
         match (previous, &progress.switched_to) {
-            (Some(previous), _) if previous_runs => match switch_to(session, previous, drain).await
-            {
-                Ok(_) => session
-                    .reporter
-                    .info(format!("traffic is back on {}", previous.version)),
-                Err(e) => {
-                    // The proxy refuses a target that fails its check: traffic stayed on the new one.
-                    new_is_live = true;
-                    session.reporter.warn(format!(
-                        "could not switch back to {}: {e:#}",
-                        previous.version
-                    ));
+            (Some(previous), _) if previous_runs => {
+                match switch_to(session, previous, &spec(previous), drain).await {
+                    Ok(_) => session
+                        .reporter
+                        .info(format!("traffic is back on {}", previous.version)),
+                    Err(e) => {
+                        // The proxy refuses a target that fails its check: traffic stayed on the new one.
+                        new_is_live = true;
+                        session.reporter.warn(format!(
+                            "could not switch back to {}: {e:#}",
+                            previous.version
+                        ));
+                    }
                 }
-            },
+            }
             (previous, Some(new)) => {
                 new_is_live = true;
                 let why = match previous {
@@ -63,7 +68,7 @@ pub async fn recover(session: &Session<'_>) {
                     None => String::new(),
                 };
                 // A no-op when the switch completed; finishes it (after a check) when it did not.
-                match switch_to(session, new, drain).await {
+                match switch_to(session, new, &spec(new), drain).await {
                     Ok(_) => session
                         .reporter
                         .info(format!("traffic stays on {}{why}", new.version)),

@@ -19,6 +19,7 @@ use super::watch::{drain_leftover, switch_to, verify, watch_health};
 use crate::config::Duration;
 use crate::engine::{ContainerState, EngineError};
 use crate::error::Error;
+use crate::health::HealthSpec;
 use crate::host::container::{release_spec, restored_spec, spec_record};
 use crate::host::{self, engine_err};
 use crate::names::Color;
@@ -59,19 +60,33 @@ pub trait DeployTarget: Send + Sync {
     async fn create_release(&self, release: &NewRelease<'_>) -> anyhow::Result<ReleaseSpec>;
     /// Starts a created (or a kept, stopped) release.
     async fn start_release(&self, container: &str) -> Result<(), FailureReport>;
-    /// Waits until the release passes its health checks; fails when they fail or it crashes.
-    async fn health_gate(&self, container: &str) -> Result<(), FailureReport>;
+    /// Waits until the release passes the health checks of `spec` (and, with `docker_health`,
+    /// Docker's own HEALTHCHECK); fails when they fail or it crashes.
+    async fn health_gate(
+        &self,
+        container: &str,
+        spec: &HealthSpec,
+        docker_health: bool,
+    ) -> Result<(), FailureReport>;
     /// Where the router sends traffic for a release in a slot.
     fn route_to(&self, container: &str, version: &str, color: Color) -> Target;
-    /// Sends traffic to `to`; requests to the previous release get up to `drain`. Returns how
-    /// long the swap itself took, in milliseconds. Also the way back after a failure.
-    async fn switch(&self, to: &Target, drain: Duration) -> anyhow::Result<f64>;
+    /// Sends traffic to `to` once it passes a last check against `health`; requests to the
+    /// previous release get up to `drain`. Returns how long the swap itself took, in
+    /// milliseconds. Also the way back after a failure.
+    async fn switch(
+        &self,
+        to: &Target,
+        health: &HealthSpec,
+        drain: Duration,
+    ) -> anyhow::Result<f64>;
     /// Watches the live release for the verify window against `rules`.
     async fn verify(&self, container: &str, rules: &VerifyRules) -> Result<(), FailureReport>;
     /// Stops a release and keeps it for rollback; one already gone is not an error.
     async fn retire(&self, container: &str) -> anyhow::Result<()>;
     /// A release's state and last log lines, for a failure report.
     async fn inspect(&self, container: &str) -> (Option<ContainerState>, Vec<String>);
+    /// Releases this run's deploy lock (taken before the plan was made).
+    async fn release_lock(&self) -> anyhow::Result<()>;
 }
 
 /// One Docker host: releases are containers, the router is deployctl's proxy container.
@@ -152,8 +167,13 @@ impl DeployTarget for SingleHost<'_, '_> {
             })
     }
 
-    async fn health_gate(&self, container: &str) -> Result<(), FailureReport> {
-        watch_health(self.session, container, None)
+    async fn health_gate(
+        &self,
+        container: &str,
+        spec: &HealthSpec,
+        docker_health: bool,
+    ) -> Result<(), FailureReport> {
+        watch_health(self.session, container, spec, None, docker_health)
             .await
             .map_err(|f| f.report)
     }
@@ -162,8 +182,13 @@ impl DeployTarget for SingleHost<'_, '_> {
         host::target_for(&self.session.loaded.config, container, version, color)
     }
 
-    async fn switch(&self, to: &Target, drain: Duration) -> anyhow::Result<f64> {
-        switch_to(self.session, to, drain).await
+    async fn switch(
+        &self,
+        to: &Target,
+        health: &HealthSpec,
+        drain: Duration,
+    ) -> anyhow::Result<f64> {
+        switch_to(self.session, to, health, drain).await
     }
 
     async fn verify(&self, container: &str, rules: &VerifyRules) -> Result<(), FailureReport> {
@@ -193,5 +218,11 @@ impl DeployTarget for SingleHost<'_, '_> {
         };
         let logs = engine.logs_tail(container, 50).await.unwrap_or_default();
         (state, logs)
+    }
+
+    async fn release_lock(&self) -> anyhow::Result<()> {
+        crate::lock::release(self.session.engine, &self.session.names, false)
+            .await
+            .map(|_| ())
     }
 }

@@ -8,18 +8,20 @@ use std::time::{Duration, Instant};
 use super::Session;
 use super::outcome::Failed;
 use crate::engine::Engine;
-use crate::health::{HealthOutcome, ProbeResult};
+use crate::health::{HealthOutcome, HealthSpec, ProbeResult};
 use crate::host;
 use crate::proxy::protocol::{SwitchRequest, Target};
 use crate::report::{FailureReport, Phase, PhaseName};
 
 /// Health checks from inside the proxy, raced against the container crashing.
+/// `docker_health`: after the checks pass, Docker's own HEALTHCHECK must pass too (gate only).
 pub(crate) async fn watch_health(
     session: &Session<'_>,
     container: &str,
+    spec: &HealthSpec,
     window: Option<Duration>,
+    docker_health: bool,
 ) -> Result<(), Failed> {
-    let spec = host::health_spec(&session.loaded.config, container);
     let last: Arc<Mutex<VecDeque<ProbeResult>>> = Arc::default();
     let reporter = session.reporter;
     let keep = last.clone();
@@ -33,13 +35,14 @@ pub(crate) async fn watch_health(
         }
     };
     let started = Instant::now();
-    let health = host::proxy_health(session.engine, &session.names, &spec, window, &on_probe);
+    let health = host::proxy_health(session.engine, &session.names, spec, window, &on_probe);
+    let deadline = crate::config::Duration::from_millis(spec.deadline_ms);
     let reason = tokio::select! {
         outcome = health => match outcome {
-            Ok(HealthOutcome::Healthy { .. }) if window.is_some() || session.loaded.config.health.docker_cmd.is_none() => return Ok(()),
+            Ok(HealthOutcome::Healthy { .. }) if window.is_some() || !docker_health => return Ok(()),
             Ok(HealthOutcome::Healthy { .. }) => {
-                let deadline = session.loaded.config.health.deadline.get().saturating_sub(started.elapsed());
-                match docker_healthy(session.engine, container, deadline).await {
+                let left = deadline.get().saturating_sub(started.elapsed());
+                match docker_healthy(session.engine, container, left).await {
                     Ok(()) => return Ok(()),
                     Err(reason) => reason,
                 }
@@ -47,8 +50,8 @@ pub(crate) async fn watch_health(
             Ok(HealthOutcome::Unhealthy { reason, .. }) => format!("health check failed: {reason}"),
             Ok(HealthOutcome::DeadlineExceeded { last }) => format!(
                 "not healthy within {} ({} consecutive passing checks needed){}",
-                session.loaded.config.health.deadline,
-                session.loaded.config.health.healthy_threshold,
+                deadline,
+                spec.healthy_threshold,
                 last.iter()
                     .rev()
                     .find_map(|p| p.error.as_deref())
@@ -144,18 +147,21 @@ pub struct VerifyRules {
     pub window: crate::config::Duration,
     pub max_error_rate: f64,
     pub max_p95_latency: crate::config::Duration,
+    /// The health checks that keep running during the window.
+    pub health: HealthSpec,
 }
 
 /// Switches the proxy to `target`; requests to the previous release get up to `drain` to finish.
+/// The proxy checks `target` against `health` before it switches.
 pub(crate) async fn switch_to(
     session: &Session<'_>,
     target: &Target,
+    health: &HealthSpec,
     drain: crate::config::Duration,
 ) -> anyhow::Result<f64> {
-    let config = &session.loaded.config;
     let req = SwitchRequest {
         target: target.clone(),
-        health: host::health_spec(config, &target.container),
+        health: health.clone(),
         drain_timeout_ms: drain.get().as_millis() as u64,
     };
     let result = host::proxy_switch(session.engine, &session.names, &req).await?;
@@ -223,7 +229,7 @@ pub(crate) async fn verify(
     if v.window.get().is_zero() {
         return Ok(());
     }
-    watch_health(session, container, Some(v.window.get())).await?;
+    watch_health(session, container, &v.health, Some(v.window.get()), false).await?;
     let status = host::proxy_status(session.engine, &session.names).await?;
     let Some(stats) = status.targets.iter().find(|t| t.container == container) else {
         return Ok(());

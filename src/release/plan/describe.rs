@@ -10,7 +10,16 @@ impl Step {
                 hook,
                 command,
                 shell,
-            } => format!("run {hook} hook: {}", show_command(command, *shell)),
+                if_rolled_back,
+            } => format!(
+                "run {hook} hook{}: {}",
+                if *if_rolled_back {
+                    " if traffic went back"
+                } else {
+                    ""
+                },
+                show_command(command, *shell)
+            ),
             Step::RunTest {
                 command,
                 shell,
@@ -94,6 +103,7 @@ impl Step {
                 docker_cmd,
                 unhealthy_threshold,
                 start_period,
+                ..
             } => {
                 let mut rules = String::new();
                 if let Some(b) = expect_body {
@@ -131,16 +141,43 @@ impl Step {
                 from,
                 to,
                 drain_timeout,
+                ..
             } => match from {
                 Some(from) => {
                     format!("switch traffic {from} -> {to}, drain {from} up to {drain_timeout}")
                 }
                 None => format!("switch traffic to {to}"),
             },
+            Step::SwitchBack {
+                from,
+                to,
+                drain_timeout,
+                ..
+            } => format!(
+                "if traffic reached {from}: switch it back to {} ({}), drain {from} up to {drain_timeout}",
+                to.container, to.version
+            ),
+            Step::StopFailed { container, version } => {
+                format!("stop {container} ({version}) unless it serves; keep it for inspection")
+            }
+            Step::RecordFailure {
+                version,
+                rolled_back_to: None,
+            } => format!("record release {version} as failed"),
+            Step::RecordFailure {
+                version,
+                rolled_back_to: Some(previous),
+            } => format!(
+                "record release {version} as rolled_back once traffic is back on {previous}, else as failed"
+            ),
+            Step::PruneFailed { keep_releases } => format!(
+                "prune images beyond the newest {keep_releases} good releases (the failed one stays)"
+            ),
             Step::Verify {
                 window,
                 max_error_rate,
                 max_p95_latency,
+                ..
             } => format!(
                 "verify for {window}: health keeps passing, error rate <= {:.2}%, p95 <= {max_p95_latency}",
                 max_error_rate * 100.0
@@ -152,7 +189,9 @@ impl Step {
                 format!("record release {version} as {outcome}")
             }
             Step::Prune { images } => format!("prune images {}", images.join(", ")),
-            Step::Notify { kind, url, event } => format!(
+            Step::Notify {
+                kind, url, event, ..
+            } => format!(
                 "notify {} {url} on {}",
                 format!("{kind:?}").to_lowercase(),
                 format!("{event:?}").to_lowercase()

@@ -10,7 +10,7 @@ mod step;
 mod tests;
 
 pub use rollback::{plan_rollback, rollback_target};
-pub use step::{Hook, LiveState, ProxyAction, Step};
+pub use step::{Hidden, Hook, LiveState, ProxyAction, Step};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -228,6 +228,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         window: config.verify.window,
         max_error_rate: config.verify.max_error_rate,
         max_p95_latency: config.verify.max_p95_latency,
+        health: Hidden(crate::host::health_spec(config, &container)),
     });
     steps.extend(go_live_steps(observed, &req.version));
     let prune = prune_images(loaded, observed, &req.version);
@@ -242,22 +243,39 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
     if let Some(live) = &observed.live
         && config.rollback.automatic
     {
-        on_failure.push(Step::Switch {
-            from: Some(container.clone()),
-            to: live.container.clone(),
+        on_failure.push(Step::SwitchBack {
+            from: container.clone(),
+            to: live.clone(),
             drain_timeout: config.deploy.drain_timeout,
+            health: Hidden(crate::host::health_spec(config, &live.container)),
         });
     }
-    on_failure.push(Step::StopContainer {
+    on_failure.push(Step::StopFailed {
         container: container.clone(),
         version: req.version.clone(),
     });
-    on_failure.push(Step::RecordRelease {
+    let switches_back = observed.live.as_ref().filter(|_| config.rollback.automatic);
+    on_failure.push(Step::RecordFailure {
         version: req.version.clone(),
-        outcome: Outcome::Failed,
+        rolled_back_to: switches_back.map(|l| l.version.clone()),
+    });
+    on_failure.push(Step::PruneFailed {
+        keep_releases: config.deploy.keep_releases,
     });
     on_failure.push(Step::ReleaseLock { lock: names.lock() });
     on_failure.extend(hook_steps(Hook::OnFailure, &config.hooks.on_failure));
+    if switches_back.is_some() {
+        on_failure.extend(
+            hook_steps(Hook::OnRollback, &config.hooks.on_rollback)
+                .into_iter()
+                .map(|mut s| {
+                    if let Step::RunHook { if_rolled_back, .. } = &mut s {
+                        *if_rolled_back = true;
+                    }
+                    s
+                }),
+        );
+    }
     on_failure.extend(notify_steps(config, NotifyEvent::Failure));
 
     Plan {
@@ -345,10 +363,12 @@ fn swap_steps(
         docker_cmd: h.docker_cmd.clone(),
         unhealthy_threshold: h.unhealthy_threshold,
         start_period: h.start_period,
+        spec: Hidden(crate::host::health_spec(config, &container)),
     });
     steps.extend(hook_steps(Hook::PreDeploy, &config.hooks.pre_deploy));
     steps.push(Step::Switch {
         from: observed.live.as_ref().map(|t| t.container.clone()),
+        health: Hidden(crate::host::health_spec(config, &container)),
         to: container,
         drain_timeout: config.deploy.drain_timeout,
     });
@@ -393,6 +413,7 @@ fn hook_steps(hook: Hook, specs: &[CommandSpec]) -> Vec<Step> {
                 hook,
                 command,
                 shell,
+                if_rolled_back: false,
             }
         })
         .collect()
@@ -416,6 +437,7 @@ fn notify_steps(config: &Config, event: NotifyEvent) -> Vec<Step> {
             // Webhook URLs carry tokens: never in a plan.
             url: "***".into(),
             event,
+            webhook: Hidden(n.clone()),
         })
         .collect()
 }

@@ -113,6 +113,19 @@ pub fn plan_rollback(
     steps.push(Step::ReleaseLock { lock: names.lock() });
     steps.extend(hook_steps(Hook::OnRollback, &config.hooks.on_rollback));
     steps.extend(notify_steps(config, NotifyEvent::Rollback));
+    let mut on_failure = vec![
+        Step::StopFailed {
+            container: container.clone(),
+            version: target.version.clone(),
+        },
+        Step::RecordFailure {
+            version: target.version.clone(),
+            rolled_back_to: None,
+        },
+        Step::ReleaseLock { lock: names.lock() },
+    ];
+    on_failure.extend(hook_steps(Hook::OnFailure, &config.hooks.on_failure));
+    on_failure.extend(notify_steps(config, NotifyEvent::Failure));
     Ok(Plan {
         kind: RunKind::Rollback,
         app: config.app.name.clone(),
@@ -126,7 +139,7 @@ pub fn plan_rollback(
         url: public_url(config),
         live_state: live_state(observed),
         steps,
-        on_failure: vec![Step::ReleaseLock { lock: names.lock() }],
+        on_failure,
         tests_skipped: false,
         image_id: target
             .spec

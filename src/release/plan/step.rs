@@ -4,8 +4,21 @@
 use serde::Serialize;
 
 use crate::config::{Duration, NotifyEvent, NotifyKind};
+use crate::health::HealthSpec;
 use crate::names::Color;
-use crate::proxy::protocol::Outcome;
+use crate::proxy::protocol::{Outcome, Target};
+
+/// A value a step carries for the executor that may hold secrets (a webhook URL with its token,
+/// health-check header values): never printed (`Debug` shows `***`), never serialized (the
+/// fields holding one are `#[serde(skip)]`; the plan shows a redacted form next to it).
+#[derive(Clone, PartialEq)]
+pub struct Hidden<T>(pub T);
+
+impl<T> std::fmt::Debug for Hidden<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hidden(***)")
+    }
+}
 
 /// One step, with every concrete value the executor will use. Secrets are already redacted
 /// by the caller's output layer; the plan carries no secret values except through `Loaded`.
@@ -16,6 +29,9 @@ pub enum Step {
         hook: Hook,
         command: Vec<String>,
         shell: bool,
+        /// In a failure branch: runs only when traffic went back to the previous release.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        if_rolled_back: bool,
     },
     RunTest {
         command: Vec<String>,
@@ -85,16 +101,50 @@ pub enum Step {
         unhealthy_threshold: u32,
         /// Failures in this first stretch do not count.
         start_period: Duration,
+        /// What the executor probes: the fields above, with the real header values.
+        #[serde(skip)]
+        spec: Hidden<HealthSpec>,
     },
     Switch {
         from: Option<String>,
         to: String,
         drain_timeout: Duration,
+        /// The router's last check of `to` before it switches (the health step's rules).
+        #[serde(skip)]
+        health: Hidden<HealthSpec>,
+    },
+    /// Failure branch: when traffic reached `from`, it goes back to `to`.
+    SwitchBack {
+        from: String,
+        to: Target,
+        drain_timeout: Duration,
+        /// The router's check of `to` before it switches back.
+        #[serde(skip)]
+        health: Hidden<HealthSpec>,
+    },
+    /// Failure branch: the new release stops (kept for inspection) unless it still serves.
+    StopFailed {
+        container: String,
+        version: String,
+    },
+    /// Failure branch: the release is recorded `failed`, or `rolled_back` once traffic is back.
+    RecordFailure {
+        version: String,
+        /// The previous release traffic goes back to, when the failure branch switches back.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rolled_back_to: Option<String>,
+    },
+    /// Failure branch of a deploy: failed releases pile up images too (the failed one stays).
+    PruneFailed {
+        keep_releases: u32,
     },
     Verify {
         window: Duration,
         max_error_rate: f64,
         max_p95_latency: Duration,
+        /// The health checks that keep running during the window.
+        #[serde(skip)]
+        health: Hidden<HealthSpec>,
     },
     StopContainer {
         container: String,
@@ -109,8 +159,12 @@ pub enum Step {
     },
     Notify {
         kind: NotifyKind,
+        /// Always `***`: webhook URLs carry tokens.
         url: String,
         event: NotifyEvent,
+        /// The target itself, never shown.
+        #[serde(skip)]
+        webhook: Hidden<crate::config::Notify>,
     },
     ReleaseLock {
         lock: String,
