@@ -166,9 +166,11 @@ impl Run<'_, '_> {
                 target.ensure_router(self.proxy_image).await?;
                 phase.ok(listen.clone());
                 mark_interrupted_releases(session, observed).await;
-                target.record(&self.record).await?;
+                // Known to the cleanup before it is written: an interrupt during the write
+                // still settles it.
                 let record = self.record.clone();
                 session.progress(|p| p.record = Some(record));
+                target.record(&self.record).await?;
                 Ok(())
             }
             Step::RemoveContainer { container, .. } => {

@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use super::Session;
-use super::watch::switch_to;
+use super::target::{DeployTarget, SingleHost};
 use crate::host::{self, now_unix};
-use crate::lock;
 use crate::proxy::protocol::Outcome;
 
 /// After SIGINT/SIGTERM: traffic on a running release, the new container stopped unless it is
@@ -16,6 +15,11 @@ use crate::proxy::protocol::Outcome;
 /// release only while that one still runs and was not told to stop; once its stop has begun
 /// (or it is gone), the new release, which passed its health checks, keeps serving.
 pub async fn recover(session: &Session<'_>) {
+    recover_on(session, &SingleHost::new(session)).await
+}
+
+/// `recover` against any target (the interrupt tests use a fake one).
+pub(crate) async fn recover_on(session: &Session<'_>, target: &dyn DeployTarget) {
     let progress = session
         .progress
         .lock()
@@ -24,7 +28,6 @@ pub async fn recover(session: &Session<'_>) {
     if progress.finished {
         return;
     }
-    let engine = session.engine;
     let drain = session.loaded.config.deploy.drain_timeout;
     // Not plan-driven: the checks are the configured ones for the release switched to.
     let spec = |t: &crate::proxy::protocol::Target| {
@@ -34,17 +37,12 @@ pub async fn recover(session: &Session<'_>) {
     if progress.switch_started {
         let previous = progress.switched_from.as_ref();
         let previous_runs = match previous {
-            Some(p) if !progress.old_stopping => engine
-                .inspect_container(&p.container)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|i| i.state.running),
+            Some(p) if !progress.old_stopping => target.running(&p.container).await,
             _ => false,
         };
         match (previous, &progress.switched_to) {
             (Some(previous), _) if previous_runs => {
-                match switch_to(session, previous, &spec(previous), drain).await {
+                match target.switch(previous, &spec(previous), drain).await {
                     Ok(_) => session
                         .reporter
                         .info(format!("traffic is back on {}", previous.version)),
@@ -68,7 +66,7 @@ pub async fn recover(session: &Session<'_>) {
                     None => String::new(),
                 };
                 // A no-op when the switch completed; finishes it (after a check) when it did not.
-                match switch_to(session, new, &spec(new), drain).await {
+                match target.switch(new, &spec(new), drain).await {
                     Ok(_) => session
                         .reporter
                         .info(format!("traffic stays on {}{why}", new.version)),
@@ -88,9 +86,7 @@ pub async fn recover(session: &Session<'_>) {
     if let Some((container, _)) = &progress.started
         && !new_is_live
     {
-        let _ = engine
-            .stop_container(container, Duration::from_secs(2))
-            .await;
+        let _ = target.stop(container, Duration::from_secs(2)).await;
     }
     if let Some(mut record) = progress.record.clone() {
         if new_is_live {
@@ -102,10 +98,10 @@ pub async fn recover(session: &Session<'_>) {
             record.reason = Some("interrupted".into());
         }
         record.finished_at = Some(now_unix());
-        let _ = host::proxy_record(engine, &session.names, &record).await;
+        let _ = target.record(&record).await;
     }
     if progress.lock_held {
-        let _ = lock::release(engine, &session.names, false).await;
+        let _ = target.release_lock().await;
     }
     // The interrupt may have come before the stop request reached Docker: ask again, so the old
     // colour ends stopped as the run meant (the daemon carries out a stop it has received).
@@ -113,7 +109,7 @@ pub async fn recover(session: &Session<'_>) {
         && progress.old_stopping
         && let Some(previous) = &progress.switched_from
     {
-        let stop = engine.stop_container(
+        let stop = target.stop(
             &previous.container,
             session.loaded.config.deploy.stop_timeout.get(),
         );

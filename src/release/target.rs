@@ -87,6 +87,11 @@ pub trait DeployTarget: Send + Sync {
     async fn inspect(&self, container: &str) -> (Option<ContainerState>, Vec<String>);
     /// Releases this run's deploy lock (taken before the plan was made).
     async fn release_lock(&self) -> anyhow::Result<()>;
+    /// Whether a release runs (for the cleanup after a signal).
+    async fn running(&self, container: &str) -> bool;
+    /// Stops a release within `grace` (the cleanup after a signal has no time for more); one
+    /// already gone is not an error.
+    async fn stop(&self, container: &str, grace: std::time::Duration) -> anyhow::Result<()>;
 }
 
 /// One Docker host: releases are containers, the router is deployctl's proxy container.
@@ -199,12 +204,18 @@ impl DeployTarget for SingleHost<'_, '_> {
 
     async fn retire(&self, container: &str) -> anyhow::Result<()> {
         let stop_timeout = self.session.loaded.config.deploy.stop_timeout.get();
-        match self
-            .session
-            .engine
-            .stop_container(container, stop_timeout)
-            .await
-        {
+        self.stop(container, stop_timeout).await
+    }
+
+    async fn running(&self, container: &str) -> bool {
+        matches!(
+            self.session.engine.inspect_container(container).await,
+            Ok(Some(info)) if info.state.running
+        )
+    }
+
+    async fn stop(&self, container: &str, grace: std::time::Duration) -> anyhow::Result<()> {
+        match self.session.engine.stop_container(container, grace).await {
             Ok(()) | Err(EngineError::NotFound(_)) => Ok(()),
             Err(e) => Err(anyhow::Error::new(e)),
         }

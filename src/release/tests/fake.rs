@@ -2,7 +2,7 @@
 //! not reach it directly) and a `DeployTarget` that records what it is asked and fails where a
 //! test says.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration as StdDuration;
 
@@ -123,6 +123,12 @@ pub(super) struct FakeTarget {
     /// The health rules each operation was given, as `op url threshold`.
     specs: Mutex<Vec<String>>,
     fail_at: Option<&'static str>,
+    /// The call (counted from 0) that never returns, as if a signal came while it ran.
+    hang_at: Option<usize>,
+    /// Told when the call `hang_at` is reached.
+    pub(super) hung: tokio::sync::Notify,
+    /// Releases told to stop (those not in it run).
+    stopped: Mutex<BTreeSet<String>>,
 }
 
 impl FakeTarget {
@@ -132,6 +138,39 @@ impl FakeTarget {
             ..Default::default()
         }
     }
+    pub(super) fn hanging_at(call: usize) -> Self {
+        FakeTarget {
+            hang_at: Some(call),
+            ..Default::default()
+        }
+    }
+
+    /// `call`, and never returns if this is the call to hang at.
+    async fn op(&self, op: &str, what: &str) -> Result<(), String> {
+        let r = self.call(op, what);
+        if let Some(n) = self.hang_at
+            && self.calls().len() == n + 1
+        {
+            self.hung.notify_one();
+            std::future::pending::<()>().await;
+        }
+        r
+    }
+
+    pub(super) fn is_stopped(&self, container: &str) -> bool {
+        self.stopped
+            .lock()
+            .expect("stopped lock")
+            .contains(container)
+    }
+
+    fn stopping(&self, container: &str) {
+        self.stopped
+            .lock()
+            .expect("stopped lock")
+            .insert(container.to_string());
+    }
+
     /// Records the call; the reason of the scripted failure when `op` is the one to fail.
     fn call(&self, op: &str, what: &str) -> Result<(), String> {
         self.calls
@@ -166,24 +205,29 @@ impl DeployTarget for FakeTarget {
         Ok(Observed::default())
     }
     async fn ensure_network(&self) -> anyhow::Result<()> {
-        self.call("ensure_network", "")
+        self.op("ensure_network", "")
+            .await
             .map_err(|reason| anyhow::anyhow!(reason))
     }
     async fn ensure_router(&self, _: &str) -> anyhow::Result<()> {
-        self.call("ensure_router", "")
+        self.op("ensure_router", "")
+            .await
             .map_err(|reason| anyhow::anyhow!(reason))
     }
     async fn record(&self, record: &ReleaseRecord) -> anyhow::Result<()> {
         let what = format!("{} {}", record.version, record.outcome);
-        self.call("record", &what)
+        self.op("record", &what)
+            .await
             .map_err(|reason| anyhow::anyhow!(reason))
     }
     async fn clear_slot(&self, container: &str) -> anyhow::Result<()> {
-        self.call("clear_slot", container)
+        self.op("clear_slot", container)
+            .await
             .map_err(|reason| anyhow::anyhow!(reason))
     }
     async fn create_release(&self, release: &NewRelease<'_>) -> anyhow::Result<ReleaseSpec> {
-        self.call("create_release", release.container)
+        self.op("create_release", release.container)
+            .await
             .map_err(|reason| anyhow::anyhow!(reason))?;
         Ok(ReleaseSpec {
             image_id: release.image.to_string(),
@@ -195,7 +239,7 @@ impl DeployTarget for FakeTarget {
         })
     }
     async fn start_release(&self, container: &str) -> Result<(), FailureReport> {
-        self.call("start_release", container).map_err(refusal)
+        self.op("start_release", container).await.map_err(refusal)
     }
     async fn health_gate(
         &self,
@@ -204,7 +248,7 @@ impl DeployTarget for FakeTarget {
         _: bool,
     ) -> Result<(), FailureReport> {
         self.spec("health_gate", spec);
-        self.call("health_gate", container).map_err(refusal)
+        self.op("health_gate", container).await.map_err(refusal)
     }
     fn route_to(&self, container: &str, version: &str, color: Color) -> Target {
         Target {
@@ -216,23 +260,37 @@ impl DeployTarget for FakeTarget {
     }
     async fn switch(&self, to: &Target, spec: &HealthSpec, _: Duration) -> anyhow::Result<f64> {
         self.spec("switch", spec);
-        self.call("switch", &to.container)
+        self.op("switch", &to.container)
+            .await
             .map_err(|reason| anyhow::anyhow!(reason))?;
         Ok(1.0)
     }
     async fn verify(&self, container: &str, rules: &VerifyRules) -> Result<(), FailureReport> {
         self.spec("verify", &rules.health);
-        self.call("verify", container).map_err(refusal)
+        self.op("verify", container).await.map_err(refusal)
     }
     async fn retire(&self, container: &str) -> anyhow::Result<()> {
-        self.call("retire", container)
-            .map_err(|reason| anyhow::anyhow!(reason))
+        // A hung stop has not reached the host yet: the release still runs (the harder case
+        // for the cleanup, which must not send traffic back to it).
+        let r = self.op("retire", container).await;
+        self.stopping(container);
+        r.map_err(|reason| anyhow::anyhow!(reason))
     }
     async fn inspect(&self, _: &str) -> (Option<ContainerState>, Vec<String>) {
         (None, vec!["last log line".into()])
     }
     async fn release_lock(&self) -> anyhow::Result<()> {
-        self.call("release_lock", "")
+        self.op("release_lock", "")
+            .await
+            .map_err(|reason| anyhow::anyhow!(reason))
+    }
+    async fn running(&self, container: &str) -> bool {
+        !self.is_stopped(container)
+    }
+    async fn stop(&self, container: &str, _: StdDuration) -> anyhow::Result<()> {
+        self.stopping(container);
+        self.op("stop", container)
+            .await
             .map_err(|reason| anyhow::anyhow!(reason))
     }
 }

@@ -1,8 +1,9 @@
 //! Unit tests of the interpreter without Docker (`fake`: the fake target and engine): its failure
-//! paths (`failures`), and that a run's executed steps are its dry-run plan (`steps`).
+//! paths (`failures`), interrupts at each step (`interrupt`), and that a run's executed steps are its dry-run plan (`steps`).
 
 mod failures;
 mod fake;
+mod interrupt;
 mod steps;
 
 use std::collections::BTreeMap;
@@ -156,4 +157,14 @@ fn planned_ops(steps: &[Step]) -> Vec<String> {
             _ => vec![],
         })
         .collect()
+}
+
+/// The plan's steps after the lock (what the interpreter is given).
+fn after_lock(plan: &plan::Plan) -> &[Step] {
+    let lock_at = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::AcquireLock { .. }))
+        .expect("the plan takes the lock");
+    &plan.steps[lock_at + 1..]
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::fake::{FakeTarget, NoEngine};
 use super::plan::{self, Step};
-use super::{Session, execute, loaded, observed, run_deploy, run_edited_deploy};
+use super::{Session, after_lock, execute, loaded, observed, run_deploy, run_edited_deploy};
 use crate::names::Color;
 use crate::proxy::protocol::{Outcome, ReleaseRecord, Target};
 use crate::release::plan::Hidden;
@@ -13,16 +13,6 @@ use crate::report::Silent;
 
 fn described(steps: &[Step]) -> Vec<String> {
     steps.iter().map(Step::describe).collect()
-}
-
-/// The plan's steps after the lock (what the interpreter is given).
-fn after_lock(plan: &plan::Plan) -> &[Step] {
-    let lock_at = plan
-        .steps
-        .iter()
-        .position(|s| matches!(s, Step::AcquireLock { .. }))
-        .expect("the plan takes the lock");
-    &plan.steps[lock_at + 1..]
 }
 
 const HOOKS: &str =
