@@ -1,11 +1,16 @@
 //! Reads the state of the Docker host that a plan starts from: the proxy, the live target and the
-//! release ledger, the app containers and the images of this app and environment.
+//! release ledger, the app containers and the images of this app and environment; and the types
+//! that hold it (`Observed`), which the planner reads.
 
 use super::proxy::{proxy_releases, proxy_status};
 use super::{engine_err, owned_container};
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
 use crate::engine::{Engine, labels};
-use crate::names::Names;
-use crate::release::plan::{AppContainer, Observed, ProxyObserved};
+use crate::names::{Color, Names};
+use crate::proxy::protocol::{Outcome, ReleaseRecord, Target};
 
 /// Reads everything a plan needs. Errors only when the engine cannot be reached at all.
 pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Observed> {
@@ -63,4 +68,62 @@ pub async fn observe(engine: &dyn Engine, names: &Names) -> anyhow::Result<Obser
         "observed the Docker host"
     );
     Ok(observed)
+}
+
+/// What deployctl saw on the Docker host before planning.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Observed {
+    /// None when the engine could not be asked; the reason is kept for the plan.
+    pub unknown_reason: Option<String>,
+    pub proxy: Option<ProxyObserved>,
+    /// The target the proxy routes to.
+    pub live: Option<Target>,
+    pub containers: Vec<AppContainer>,
+    /// The release ledger, oldest first.
+    pub releases: Vec<ReleaseRecord>,
+    /// Versions that have an image of this app and environment (by labels; a tag may have moved).
+    pub images: BTreeSet<String>,
+    /// Version -> id of this environment's newest image of it.
+    #[serde(skip)]
+    pub image_ids: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyObserved {
+    pub container: String,
+    pub image: String,
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppContainer {
+    /// Docker's id.
+    #[serde(skip)]
+    pub id: String,
+    pub name: String,
+    /// None when its colour label is missing or not a colour.
+    pub color: Option<Color>,
+    pub version: String,
+    pub running: bool,
+}
+
+impl Observed {
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        Observed {
+            unknown_reason: Some(reason.into()),
+            ..Default::default()
+        }
+    }
+    pub fn is_known(&self) -> bool {
+        self.unknown_reason.is_none()
+    }
+    pub fn container(&self, name: &str) -> Option<&AppContainer> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+    /// The newest release recorded as good (or live) other than `except`.
+    pub fn last_good(&self, except: Option<&str>) -> Option<&ReleaseRecord> {
+        self.releases.iter().rev().find(|r| {
+            matches!(r.outcome, Outcome::Good | Outcome::Live) && Some(r.version.as_str()) != except
+        })
+    }
 }

@@ -11,72 +11,16 @@ mod tests;
 
 pub use rollback::{plan_rollback, rollback_target};
 pub use step::{Hidden, Hook, LiveState, ProxyAction, Step};
+// What the planner reads: observed by `host`, which knows nothing of plans.
+pub use crate::host::{AppContainer, Observed, ProxyObserved};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
 use crate::config::{CommandSpec, Config, Loaded, NotifyEvent};
 use crate::names::{Color, Names};
-use crate::proxy::protocol::{Outcome, ReleaseRecord, ReleaseSpec, RunKind, Target};
-
-/// What deployctl saw on the Docker host before planning.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Observed {
-    /// None when the engine could not be asked; the reason is kept for the plan.
-    pub unknown_reason: Option<String>,
-    pub proxy: Option<ProxyObserved>,
-    /// The target the proxy routes to.
-    pub live: Option<Target>,
-    pub containers: Vec<AppContainer>,
-    /// The release ledger, oldest first.
-    pub releases: Vec<ReleaseRecord>,
-    /// Versions that have an image of this app and environment (by labels; a tag may have moved).
-    pub images: BTreeSet<String>,
-    /// Version -> id of this environment's newest image of it.
-    #[serde(skip)]
-    pub image_ids: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ProxyObserved {
-    pub container: String,
-    pub image: String,
-    pub running: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AppContainer {
-    /// Docker's id.
-    #[serde(skip)]
-    pub id: String,
-    pub name: String,
-    /// None when its colour label is missing or not a colour.
-    pub color: Option<Color>,
-    pub version: String,
-    pub running: bool,
-}
-
-impl Observed {
-    pub fn unknown(reason: impl Into<String>) -> Self {
-        Observed {
-            unknown_reason: Some(reason.into()),
-            ..Default::default()
-        }
-    }
-    pub fn is_known(&self) -> bool {
-        self.unknown_reason.is_none()
-    }
-    fn container(&self, name: &str) -> Option<&AppContainer> {
-        self.containers.iter().find(|c| c.name == name)
-    }
-    /// The newest release recorded as good (or live) other than `except`.
-    pub fn last_good(&self, except: Option<&str>) -> Option<&ReleaseRecord> {
-        self.releases.iter().rev().find(|r| {
-            matches!(r.outcome, Outcome::Good | Outcome::Live) && Some(r.version.as_str()) != except
-        })
-    }
-}
+use crate::proxy::protocol::{Outcome, ReleaseRecord, ReleaseSpec, RunKind};
 
 /// A command as (argv, through a shell?).
 pub fn command_argv(spec: &CommandSpec) -> (Vec<String>, bool) {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::config::NotifyKind;
+use crate::proxy::protocol::Target;
 use crate::redact::Redactor;
 
 fn loaded(extra: &str) -> Loaded {
