@@ -1,4 +1,4 @@
-//! `deployctl init`: writes a starter `deployctl.toml` for the current directory.
+//! `deployctl init`: writes a commented `deploy.toml` and `environments/` for the current directory (`crate::init`).
 
 use serde_json::json;
 

@@ -176,6 +176,12 @@ down() {
     find /sys/fs/cgroup -mindepth 1 -maxdepth 3 -path "*/$CGROUP" -type d 2>/dev/null |
         while read -r cg; do find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null || true; done
     local ns
+    # The machine's end of each veth first: deleting it removes both ends at once, while the end
+    # left to a deleted namespace goes away only when the kernel gets round to it.
+    local link
+    for link in $(ip -o link | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -x "${PREFIX}h[0-9]v" || true); do
+        ip link del "$link" 2>/dev/null || true
+    done
     for ns in $(ip netns list | awk '{print $1}' | grep -x "$PREFIX-h[0-9]" || true); do ip netns del "$ns" || true; done
     while iptables -C FORWARD -i "$BR" -o "$BR" -j ACCEPT 2>/dev/null; do iptables -D FORWARD -i "$BR" -o "$BR" -j ACCEPT; done
     ip link del "$BR" 2>/dev/null || true
