@@ -273,9 +273,10 @@ run_wrk() {
 
 proxy_switch() { # state_dir port version color → prints the SwitchResult JSON
     local req
-    req=$(printf '{"target":{"addr":"127.0.0.1:%s","container":"bench-%s","version":"%s","color":"%s"},"health_path":"/health","health_host":null,"expect_status":[200],"drain_timeout_ms":1000}' \
-        "$2" "$4" "$3" "$4")
-    timeout 20 "$DCTL" proxy switch --request "$req" --state-dir "$1"
+    # The request goes on stdin, as deployctl sends it; the health spec is the one the switch enforces.
+    req=$(printf '{"target":{"addr":"127.0.0.1:%s","container":"bench-%s","version":"%s","color":"%s"},"health":{"url":"http://127.0.0.1:%s/health","host_header":null,"headers":{},"interval_ms":100,"timeout_ms":2000,"healthy_threshold":1,"unhealthy_threshold":1,"start_period_ms":0,"deadline_ms":2000,"expect_status":[200],"expect_body":null,"expect_json":null},"drain_timeout_ms":1000}' \
+        "$2" "$4" "$3" "$4" "$2")
+    printf '%s\n' "$req" | timeout 20 "$DCTL" proxy switch --state-dir "$1"
 }
 
 # The summed VmRSS (kB) of the given pids.
