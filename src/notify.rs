@@ -533,6 +533,8 @@ mod tests {
             swap_ms: Some(1.5),
             failure: None,
             steps: vec![],
+            hosts: vec![],
+            switch_spread_ms: None,
         };
         let n = Notification::from_report(&report);
         assert_eq!(n.event, NotifyEvent::Success);

@@ -89,6 +89,8 @@ pub enum PhaseName {
     Build,
     /// Pushing to the registry.
     Push,
+    /// Shipping the image to the hosts of a fleet that lack it.
+    Ship,
     /// Ensuring the proxy runs.
     Proxy,
     /// Draining a previous run's leftover requests.
@@ -122,6 +124,7 @@ impl PhaseName {
             PhaseName::ProxyImage => "proxy image",
             PhaseName::Build => "build",
             PhaseName::Push => "push",
+            PhaseName::Ship => "ship",
             PhaseName::Proxy => "proxy",
             PhaseName::Drain => "drain",
             PhaseName::Start => "start",
@@ -205,6 +208,9 @@ pub struct FailureReport {
     pub container_state: Option<ContainerState>,
     /// The container's last log lines.
     pub logs: Vec<String>,
+    /// A fleet: the host the failure happened on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -226,4 +232,49 @@ pub struct Report {
     /// The plan's steps this run walked, in order, as `--dry-run` describes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<String>,
+    /// A fleet: one row per host, in the configured order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostReport>,
+    /// A fleet: milliseconds between the first and the last host's completed switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch_spread_ms: Option<f64>,
+}
+
+/// One host of a fleet in a report.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct HostReport {
+    /// The engine address, as configured (`ssh://deploy@web1`).
+    pub host: String,
+    /// Where that host's proxy serves the app.
+    pub url: String,
+    /// The host was live on the other colour than the first (drift): the colours are swapped there.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flipped: bool,
+    /// Milliseconds from the start of the fleet's switch to this host's completed switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switched_after_ms: Option<f64>,
+    /// How long this host's proxy took to swap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap_ms: Option<f64>,
+    /// The image was shipped to this host: bytes streamed and milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_ms: Option<u64>,
+    /// Why this host failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+impl HostReport {
+    /// The spread between the first and the last completed switch of `hosts`.
+    pub fn spread_ms(hosts: &[HostReport]) -> Option<f64> {
+        let times: Vec<f64> = hosts.iter().filter_map(|h| h.switched_after_ms).collect();
+        if times.len() < 2 {
+            return None;
+        }
+        let max = times.iter().cloned().fold(f64::MIN, f64::max);
+        let min = times.iter().cloned().fold(f64::MAX, f64::min);
+        Some(max - min)
+    }
 }

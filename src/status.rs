@@ -71,6 +71,30 @@ pub struct StatusReport {
     pub healthy: bool,
     /// Problems found, each with what to do.
     pub problems: Vec<String>,
+    /// A fleet (`docker.hosts`): one row per host, in the configured order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostStatus>,
+    /// A fleet whose hosts serve different releases.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub drift: bool,
+}
+
+/// One host of a fleet in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStatus {
+    pub host: String,
+    pub url: String,
+    pub live: Option<HostLive>,
+    pub healthy: bool,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostLive {
+    pub version: String,
+    pub color: crate::names::Color,
+    pub container: String,
+    pub health: LiveHealth,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +103,77 @@ pub struct ProxyInfo {
     pub running: bool,
 }
 
+/// The status of every host of a fleet: a row per host, the top-level `live` only when all
+/// hosts agree, drift (hosts on different releases) as a problem.
+pub async fn fleet_status(
+    loaded: &Loaded,
+    hosts: &[(String, &dyn Engine)],
+) -> anyhow::Result<StatusReport> {
+    let all = futures_util::future::join_all(
+        hosts
+            .iter()
+            .map(|(address, engine)| status_at(loaded, *engine, Some(address))),
+    )
+    .await;
+    let mut rows = Vec::new();
+    let mut reports = Vec::new();
+    for ((address, _), r) in hosts.iter().zip(all) {
+        let r = r.map_err(|e| e.context(format!("on {address}")))?;
+        rows.push(HostStatus {
+            host: address.clone(),
+            url: r.url.clone(),
+            live: r.live.as_ref().map(|l| HostLive {
+                version: l.version.clone(),
+                color: l.color,
+                container: l.container.clone(),
+                health: l.health.clone(),
+            }),
+            healthy: r.healthy,
+            problems: r.problems.clone(),
+        });
+        reports.push(r);
+    }
+    let mut first = reports.swap_remove(0);
+    let versions: std::collections::BTreeSet<Option<&str>> = rows
+        .iter()
+        .map(|h| h.live.as_ref().map(|l| l.version.as_str()))
+        .collect();
+    let drift = versions.len() > 1;
+    let mut problems: Vec<String> = rows
+        .iter()
+        .flat_map(|h| h.problems.iter().map(move |p| format!("{}: {p}", h.host)))
+        .collect();
+    if drift {
+        let on: Vec<String> = rows
+            .iter()
+            .map(|h| {
+                let v = h.live.as_ref().map_or("nothing", |l| l.version.as_str());
+                format!("{} on {v}", h.host)
+            })
+            .collect();
+        problems.push(format!(
+            "the hosts serve different releases ({}): `deployctl deploy` brings every host to one release",
+            on.join(", ")
+        ));
+        first.live = None;
+    }
+    first.healthy = problems.is_empty();
+    first.problems = problems;
+    first.drift = drift;
+    first.hosts = rows;
+    Ok(first)
+}
+
 pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<StatusReport> {
+    status_at(loaded, engine, None).await
+}
+
+/// The status of one host; `address` names it in a fleet (its URL is derived from it).
+async fn status_at(
+    loaded: &Loaded,
+    engine: &dyn Engine,
+    address: Option<&str>,
+) -> anyhow::Result<StatusReport> {
     let names = Names::new(&loaded.config.app.name, &loaded.env);
     engine.ping().await.map_err(engine_err)?;
     let observed = host::observe(engine, &names).await?;
@@ -163,12 +257,21 @@ pub async fn status(loaded: &Loaded, engine: &dyn Engine) -> anyhow::Result<Stat
     Ok(StatusReport {
         app: names.app.clone(),
         env: names.env.clone(),
-        url: public_url(&loaded.config),
+        url: match address {
+            Some(a) => crate::public_url::derive(
+                &loaded.config.proxy.listen,
+                Some(a),
+                loaded.config.proxy.public_url.as_deref(),
+            ),
+            None => public_url(&loaded.config),
+        },
         proxy,
         live,
         previous,
         healthy: problems.is_empty(),
         problems,
+        hosts: Vec::new(),
+        drift: false,
     })
 }
 

@@ -97,6 +97,8 @@ fn report_ok() -> Report {
         swap_ms: Some(1.5),
         failure: None,
         steps: vec![],
+        hosts: vec![],
+        switch_spread_ms: None,
     }
 }
 
@@ -123,6 +125,7 @@ fn report_failed(logs: Vec<String>) -> Report {
                 ..Default::default()
             }),
             logs,
+            host: None,
         }),
         ..report_ok()
     }

@@ -31,16 +31,16 @@ pub async fn deploy(g: &Global, out: &Output, args: DeployArgs) -> anyhow::Resul
         print_plan(out, &plan);
         return Ok(ExitCode::Ok);
     }
-    let engine = super::connect(&loaded).await?;
-    let session = Session::new(&loaded, &engine, out);
+    let engines = super::connect_all(&loaded).await?;
+    let session = super::session(&loaded, &engines, out);
     let report = interruptible(&session, release::deploy(&session, &opts)).await?;
     Ok(print_report(out, &report))
 }
 
 pub async fn rollback(g: &Global, out: &Output, args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded).await?;
-    let session = Session::new(&loaded, &engine, out);
+    let engines = super::connect_all(&loaded).await?;
+    let session = super::session(&loaded, &engines, out);
     if args.dry_run {
         let plan =
             release::preview_rollback(&session, args.to.as_deref(), args.with_current_config)
@@ -80,6 +80,9 @@ fn print_plan(out: &Output, plan: &Plan) {
     text.push_str(&format!("  image:     {}\n", plan.image));
     text.push_str(&format!("  url:       {}\n", plan.url));
     text.push_str(&format!("  health:    {}\n", plan.health_url));
+    if !plan.hosts.is_empty() {
+        text.push_str(&format!("  hosts:     {}\n", plan.hosts.join(", ")));
+    }
     match &plan.previous {
         _ if plan.live_state != LiveState::Known => text.push_str("  live now:  unknown\n"),
         Some(p) => text.push_str(&format!(
@@ -129,6 +132,21 @@ fn print_report(out: &Output, report: &Report) -> ExitCode {
             report.kind, report.version, report.app, report.env
         )
     };
+    let mut text = text;
+    for h in &report.hosts {
+        text.push_str(&format!(
+            "\n  {}  {}{}",
+            h.host,
+            h.url,
+            h.failure
+                .as_ref()
+                .map(|f| format!("  failed: {f}"))
+                .unwrap_or_default()
+        ));
+    }
+    if let Some(ms) = report.switch_spread_ms {
+        text.push_str(&format!("\n  switch spread across hosts: {ms:.1} ms"));
+    }
     out.publish_report(report);
     out.result(&text, serde_json::to_value(report).unwrap_or_default());
     if report.ok {

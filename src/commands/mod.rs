@@ -72,10 +72,55 @@ pub fn load(g: &Global, out: &Output) -> anyhow::Result<Loaded> {
     Ok(loaded)
 }
 
+/// The first engine of the environment (`docker.host`, or the first of `docker.hosts`).
 pub async fn connect(loaded: &Loaded) -> anyhow::Result<DockerEngine> {
-    DockerEngine::connect(loaded.config.docker.host.as_deref())
+    let first = loaded.config.docker.engines().swap_remove(0);
+    DockerEngine::connect(first.as_deref())
         .await
         .map_err(engine_err)
+}
+
+/// One connected engine of the environment, with its address as configured.
+pub struct HostEngine {
+    pub address: String,
+    pub engine: DockerEngine,
+}
+
+/// Every engine of the environment, connected at once, in the configured order. One that cannot
+/// be reached fails the command before anything changes anywhere (exit 4, naming it).
+pub async fn connect_all(loaded: &Loaded) -> anyhow::Result<Vec<HostEngine>> {
+    let engines = loaded.config.docker.engines();
+    let results = futures_util::future::join_all(
+        engines
+            .iter()
+            .map(|h| async move { DockerEngine::connect(h.as_deref()).await }),
+    )
+    .await;
+    let mut out = Vec::with_capacity(results.len());
+    for (address, r) in engines.into_iter().zip(results) {
+        let engine = r.map_err(engine_err)?;
+        out.push(HostEngine {
+            address: address.unwrap_or_else(|| engine.host().to_string()),
+            engine,
+        });
+    }
+    Ok(out)
+}
+
+/// The session of a run over `engines`: the first host leads, the others form its fleet.
+pub fn session<'a>(
+    loaded: &'a Loaded,
+    engines: &'a [HostEngine],
+    out: &'a Output,
+) -> crate::release::Session<'a> {
+    use crate::release::Session;
+    let one = |h: &'a HostEngine| Session::new(loaded, &h.engine, out).on_host(h.address.clone());
+    let others: Vec<Session<'a>> = if engines.len() > 1 {
+        engines[1..].iter().map(one).collect()
+    } else {
+        Vec::new()
+    };
+    one(&engines[0]).with_fleet(others)
 }
 
 /// Resolves on SIGINT or SIGTERM.

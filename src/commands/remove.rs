@@ -15,8 +15,11 @@ use crate::output::Output;
 
 pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded).await?;
-    engine.ping().await.map_err(engine_err)?;
+    let hosts = super::connect_all(&loaded).await?;
+    for h in &hosts {
+        h.engine.ping().await.map_err(engine_err)?;
+    }
+    let fleet = hosts.len() > 1;
     let names = Names::new(&loaded.config.app.name, &loaded.env);
     if !args.yes {
         if !std::io::stdin().is_terminal() {
@@ -35,41 +38,50 @@ pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Resul
         }
     }
     // A deploy holding the lock would die half-way: take the lock first (or refuse, naming the
-    // holder), unless --force. The lock goes with everything else.
+    // holder), unless --force; on a fleet every host's, in order, before anything is removed.
+    // The lock goes with everything else.
+    let mut locked: Vec<&super::HostEngine> = Vec::new();
     if !args.force {
-        let image = ensure_proxy_image(&engine, &loaded.config).await?;
-        let acquired = lock::acquire(
-            &engine,
-            &names,
-            &image,
-            "remove",
-            Duration::ZERO,
-            loaded.config.deploy.lock_stale_after.get(),
-            false,
-            &g.config,
-        )
-        .await;
-        if let Err(e) = acquired {
-            if matches!(Error::find(&e), Some(Error::Locked { .. })) {
-                return Err(Error::Locked {
-                    message: format!(
-                        "{e:#}\n  nothing was removed; `deployctl remove --yes --force` removes it anyway (a deploy in progress then fails)"
-                    ),
+        for h in &hosts {
+            if let Err(e) = take_lock(&h.engine, &loaded, &names, g).await {
+                for l in &locked {
+                    let _ = lock::release(&l.engine, &names, false).await;
                 }
-                .into());
+                let e = if fleet {
+                    e.context(format!("on {}", h.address))
+                } else {
+                    e
+                };
+                if matches!(Error::find(&e), Some(Error::Locked { .. })) {
+                    return Err(Error::Locked {
+                        message: format!(
+                            "{e:#}\n  nothing was removed; `deployctl remove --yes --force` removes it anyway (a deploy in progress then fails)"
+                        ),
+                    }
+                    .into());
+                }
+                return Err(e);
             }
-            return Err(e);
+            locked.push(h);
         }
     }
-    let removed = match crate::remove::remove_environment(&engine, &names).await {
-        Ok(removed) => removed,
-        Err(e) => {
-            if !args.force {
-                let _ = lock::release(&engine, &names, false).await;
+    let mut removed = Vec::new();
+    for h in &hosts {
+        match crate::remove::remove_environment(&h.engine, &names).await {
+            Ok(r) if fleet => removed.extend(r.into_iter().map(|x| format!("{}: {x}", h.address))),
+            Ok(r) => removed.extend(r),
+            Err(e) => {
+                for l in &locked {
+                    let _ = lock::release(&l.engine, &names, false).await;
+                }
+                return Err(if fleet {
+                    e.context(format!("on {}", h.address))
+                } else {
+                    e
+                });
             }
-            return Err(e);
         }
-    };
+    }
     out.result(
         &format!(
             "removed {} / {}:\n  {}",
@@ -80,4 +92,24 @@ pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Resul
         json!({ "removed": removed }),
     );
     Ok(ExitCode::Ok)
+}
+
+async fn take_lock(
+    engine: &dyn Engine,
+    loaded: &crate::config::Loaded,
+    names: &Names,
+    g: &Global,
+) -> anyhow::Result<()> {
+    let image = ensure_proxy_image(engine, &loaded.config).await?;
+    lock::acquire(
+        engine,
+        names,
+        &image,
+        "remove",
+        Duration::ZERO,
+        loaded.config.deploy.lock_stale_after.get(),
+        false,
+        &g.config,
+    )
+    .await
 }

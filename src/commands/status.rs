@@ -9,8 +9,16 @@ use crate::status::{self, outcome_word};
 
 pub async fn status(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded).await?;
-    let report = status::status(&loaded, &engine).await?;
+    let engines = super::connect_all(&loaded).await?;
+    let report = if engines.len() == 1 {
+        status::status(&loaded, &engines[0].engine).await?
+    } else {
+        let hosts: Vec<(String, &dyn crate::engine::Engine)> = engines
+            .iter()
+            .map(|h| (h.address.clone(), &h.engine as &dyn crate::engine::Engine))
+            .collect();
+        status::fleet_status(&loaded, &hosts).await?
+    };
     let mut text = format!("{} / {}  {}\n", report.app, report.env, report.url);
     match &report.live {
         Some(l) => text.push_str(&format!(
@@ -31,6 +39,17 @@ pub async fn status(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = &report.previous {
         text.push_str(&format!("  previous: {} (rollback target)\n", p.version));
+    }
+    for h in &report.hosts {
+        text.push_str(&format!(
+            "  host:     {:<28} {}  {}\n",
+            h.host,
+            h.live
+                .as_ref()
+                .map(|l| format!("{} ({}), health {}", l.version, l.color, l.health))
+                .unwrap_or_else(|| "nothing live".into()),
+            h.url
+        ));
     }
     for p in &report.problems {
         text.push_str(&format!("  problem:  {p}\n"));

@@ -107,6 +107,34 @@ pub(crate) fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Er
     Ok(n as u32)
 }
 
+pub(crate) fn optional_at_least_one<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u32>, D::Error> {
+    at_least_one(d).map(Some)
+}
+
+/// `docker.hosts`: engine addresses, each written once.
+pub(crate) fn docker_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let hosts = each(d, |h: &String| {
+        let scheme = h.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("ssh" | "tcp" | "unix" | "http" | "https") => Ok(()),
+            _ => Err((
+                format!("`{h}` is not a Docker address"),
+                Some("write ssh://user@host, tcp://host:2376 or unix:///path/to/docker.sock"),
+            )),
+        }
+    })?;
+    for (i, h) in hosts.iter().enumerate() {
+        if hosts[..i].contains(h) {
+            return Err(serde::de::Error::custom(format!(
+                "`{h}` is listed twice in docker.hosts"
+            )));
+        }
+    }
+    Ok(hosts)
+}
+
 /// A duration that must not be zero: a zero interval would spin, a zero timeout fails every
 /// check, a zero deadline never waits.
 pub(crate) fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -84,9 +84,26 @@ pub struct App {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DockerConfig {
-    /// Engine address (`unix:///var/run/docker.sock`, `tcp://host:2376`). Default: `DOCKER_HOST`, then the local socket.
+    /// Engine address (`unix:///var/run/docker.sock`, `tcp://host:2376`, `ssh://user@host`). Default: `DOCKER_HOST`, then the local socket.
     #[serde(default)]
     pub host: Option<String>,
+    /// A fleet: several engines serving this environment (`ssh://deploy@web1`, …), each with its
+    /// own proxy. A deploy builds once on the first, ships the image to the others and switches
+    /// them together. Exclusive with `host`.
+    #[serde(default, deserialize_with = "rules::docker_hosts")]
+    pub hosts: Vec<String>,
+}
+
+impl DockerConfig {
+    /// The engines of this environment in the order they are locked and listed: `hosts`, or the
+    /// one `host` (None: `DOCKER_HOST`, then the local socket).
+    pub fn engines(&self) -> Vec<Option<String>> {
+        if self.hosts.is_empty() {
+            vec![self.host.clone()]
+        } else {
+            self.hosts.iter().cloned().map(Some).collect()
+        }
+    }
 }
 
 /// Git checks.
@@ -208,6 +225,11 @@ pub struct DeploySettings {
     /// A lock older than this is reported as stale and may be broken.
     #[serde(default = "default_lock_stale_after")]
     pub lock_stale_after: Duration,
+    /// With `docker.hosts`: how many hosts start and health-gate the new release at a time
+    /// (default: all at once). The switch is always on every host together.
+    #[serde(default, deserialize_with = "rules::optional_at_least_one")]
+    #[schemars(range(min = 1))]
+    pub parallel: Option<u32>,
 }
 
 /// The built-in proxy.

@@ -4,7 +4,7 @@
 //! finding that depends on a value that had an error of its own (and was left out) is dropped.
 
 use super::de::{Seg, did_you_mean, node_at, path_text, value_at};
-use super::schema::{App, Build, Config, Health};
+use super::schema::{App, Build, Config, DockerConfig, Health};
 use super::tree::{Errors, Node, make_error};
 use crate::redact::Redactor;
 
@@ -45,6 +45,7 @@ pub(crate) struct Sections {
     app: Option<App>,
     build: Option<Build>,
     health: Option<Health>,
+    docker: Option<DockerConfig>,
 }
 
 impl Sections {
@@ -54,6 +55,7 @@ impl Sections {
                 app: Some(c.app.clone()),
                 build: Some(c.build.clone()),
                 health: Some(c.health.clone()),
+                docker: Some(c.docker.clone()),
             };
         }
         // A section that is not written takes its defaults.
@@ -67,6 +69,7 @@ impl Sections {
             app: value_at(root, &key(&["app"])),
             build: section(root, "build"),
             health: section(root, "health"),
+            docker: section(root, "docker"),
         }
     }
 }
@@ -87,6 +90,23 @@ pub(crate) fn check(
     if let Some(app) = &sections.app {
         warn_unknown_secret_names(app, root, errors, warnings);
     }
+    if let Some(docker) = &sections.docker {
+        check_one_kind_of_host(docker, root, errors);
+    }
+}
+
+/// `docker.host` and `docker.hosts` are exclusive: one engine or a fleet.
+fn check_one_kind_of_host(docker: &DockerConfig, root: &Node, errors: &mut Errors<'_>) {
+    if docker.host.is_none() || docker.hosts.is_empty() {
+        return;
+    }
+    push(
+        root,
+        errors,
+        &key(&["docker", "hosts"]),
+        "docker.host and docker.hosts are both set".to_owned(),
+        "keep one: `host` for one engine, `hosts` for a fleet (put the single host in the list)",
+    );
 }
 
 /// `health.timeout` < `health.deadline`, with the defaults for whichever is not set.

@@ -183,12 +183,20 @@ impl std::fmt::Debug for RegistryAuth {
 /// Receives lines as they arrive from a long-running call (build log, exec output).
 pub type LineSink<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
+/// An image as a tar stream (`docker save` of one engine, `docker load` into another).
+pub type ImageTar = futures_util::stream::BoxStream<'static, EngineResult<bytes::Bytes>>;
+
 #[async_trait]
 pub trait Engine: Send + Sync {
     /// Reachability and the negotiated API version.
     async fn ping(&self) -> EngineResult<EngineInfo>;
 
     async fn image_exists(&self, reference: &str) -> EngineResult<bool>;
+    /// `docker save` of one image (with its tag) as a stream: how a fleet ships an image from
+    /// the engine that built it to the others without a registry.
+    fn export_image(&self, reference: &str) -> ImageTar;
+    /// `docker load` of a stream `export_image` produced, on this engine.
+    async fn import_image(&self, tar: ImageTar) -> EngineResult<()>;
     /// Builds from a directory, streaming the build log to `log`. Returns the built image's id,
     /// which (unlike the tag) no later build can move.
     async fn build_image(&self, req: &BuildRequest, log: LineSink<'_>) -> EngineResult<String>;

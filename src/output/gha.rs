@@ -337,7 +337,21 @@ impl Summary {
             ("Outcome", outcome),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_string(), redact(&v)))
+        .map(|(k, v)| (k.to_string(), v))
+        // A fleet: one row per host (its URL, and why it failed when it did).
+        .chain(report.hosts.iter().map(|h| {
+            let mut v = h.url.clone();
+            if let Some(f) = &h.failure {
+                v.push_str(&format!(" — failed: {f}"));
+            }
+            (format!("Host {}", h.host), v)
+        }))
+        .chain(
+            report
+                .switch_spread_ms
+                .map(|ms| ("Switch spread".to_string(), format!("{ms:.1} ms"))),
+        )
+        .map(|(k, v)| (redact(&k), redact(&v)))
         .collect();
         let (reason, details) = match &report.failure {
             Some(f) => {
@@ -366,12 +380,31 @@ pub fn report_outputs(
     report: &Report,
     redact: impl Fn(&str) -> String,
 ) -> Vec<(&'static str, String)> {
-    vec![
+    let mut out = vec![
         ("version", redact(&report.version)),
         ("color", redact(report.color.as_str())),
         ("url", redact(&report.url)),
         ("previous", redact(report.previous.as_deref().unwrap_or(""))),
-    ]
+    ];
+    // A fleet: every host and its URL, as a JSON list (`fromJSON(steps.x.outputs.hosts)`).
+    if !report.hosts.is_empty() {
+        let hosts: Vec<serde_json::Value> = report
+            .hosts
+            .iter()
+            .map(|h| serde_json::json!({ "host": redact(&h.host), "url": redact(&h.url) }))
+            .collect();
+        out.push(("hosts", serde_json::Value::Array(hosts).to_string()));
+        out.push((
+            "urls",
+            report
+                .hosts
+                .iter()
+                .map(|h| redact(&h.url))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ));
+    }
+    out
 }
 
 /// `1.2s`, `59.9s`, `2m05s`.

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use super::Session;
-use super::ledger::{mark_interrupted_releases, mark_version, prune};
+use super::ledger::{mark_interrupted_releases, mark_version};
 use super::outcome::{Failed, finish, outcome_step};
 use super::plan::{Observed, Plan, Step};
 use super::target::{DeployTarget, NewRelease};
@@ -100,6 +100,7 @@ impl Run<'_, '_> {
     /// The report as far as the run got.
     fn report(&self) -> Report {
         let ok = self.failure.is_none();
+        let hosts = self.target.hosts();
         Report {
             ok,
             kind: self.plan.kind,
@@ -115,6 +116,8 @@ impl Run<'_, '_> {
             swap_ms: if ok { self.swap_ms } else { None },
             failure: self.failure.clone(),
             steps: Vec::new(),
+            switch_spread_ms: crate::report::HostReport::spread_ms(&hosts),
+            hosts,
         }
     }
 
@@ -172,6 +175,19 @@ impl Run<'_, '_> {
                 session.progress(|p| p.record = Some(record));
                 target.record(&self.record).await?;
                 Ok(())
+            }
+            Step::ShipImage { image, to, .. } => {
+                let phase = Phase::start(reporter, PhaseName::Ship, to.join(", "));
+                match target.ship_image(image, plan.image_id.as_deref()).await {
+                    Ok(()) => {
+                        phase.ok("");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        phase.failed(format!("{e:#}"));
+                        Err(Failed::from(e))
+                    }
+                }
             }
             Step::RemoveContainer { container, .. } => {
                 target.clear_slot(container).await?;
@@ -353,7 +369,7 @@ impl Run<'_, '_> {
                 Ok(())
             }
             Step::Prune { images } => {
-                prune(session, images).await;
+                target.prune(images).await;
                 Ok(())
             }
             Step::SwitchBack {
@@ -384,7 +400,7 @@ impl Run<'_, '_> {
                 let now = target.observe().await?;
                 let images = super::plan::prune_images(session.loaded, &now, &plan.version);
                 if !images.is_empty() {
-                    prune(session, &images).await;
+                    target.prune(&images).await;
                 }
                 Ok(())
             }

@@ -12,9 +12,11 @@
 //! - `outcome`: the report, hooks and notifications once the outcome is known
 //! - `recover`: cleanup after a signal
 //! - `tests`: the interpreter against a fake target, without Docker
-//! - `target`: the seam the interpreter drives (`DeployTarget`), and its one implementation
+//! - `target`: the seam the interpreter drives (`DeployTarget`), and its one-host implementation
+//! - `fleet`: the same over several hosts (`docker.hosts`)
 
 mod execute;
+pub mod fleet;
 mod ledger;
 mod outcome;
 mod pipeline;
@@ -33,7 +35,6 @@ use crate::config::Loaded;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::host::{self, engine_err};
-use crate::lock;
 use crate::names::{Color, Names};
 use crate::proxy::protocol::{Outcome, ReleaseRecord, Target};
 pub use crate::report::{FailureReport, Report};
@@ -51,6 +52,10 @@ pub struct Session<'a> {
     pub engine: &'a dyn Engine,
     pub reporter: &'a dyn Reporter,
     pub names: Names,
+    /// The engine address as configured (names the host in a fleet's messages).
+    pub host: String,
+    /// A fleet: the sessions of the other hosts, in the configured order (empty: one host).
+    pub fleet: Vec<Session<'a>>,
     /// What has been done so far, for cleanup after a signal.
     pub progress: Arc<Mutex<Progress>>,
     /// The plan's steps walked so far, as `Step::describe` puts them.
@@ -88,8 +93,50 @@ impl<'a> Session<'a> {
             loaded,
             engine,
             reporter,
+            host: String::new(),
+            fleet: Vec::new(),
             progress: Arc::default(),
             executed: Mutex::default(),
+        }
+    }
+
+    /// Names the host this session drives (for a fleet's messages and rows).
+    pub fn on_host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// Makes this session the first host of a fleet whose other hosts are `others`.
+    pub fn with_fleet(mut self, others: Vec<Session<'a>>) -> Self {
+        self.fleet = others;
+        self
+    }
+
+    /// Every host's session, the first (this one) first.
+    pub fn hosts(&self) -> Vec<&Session<'a>> {
+        std::iter::once(self).chain(self.fleet.iter()).collect()
+    }
+
+    /// What the run drives: this host, or the fleet it leads.
+    pub fn target(&self) -> Box<dyn target::DeployTarget + '_> {
+        if self.fleet.is_empty() {
+            Box::new(target::SingleHost::new(self))
+        } else {
+            Box::new(fleet::Fleet::new(self.hosts()))
+        }
+    }
+
+    /// Where this host's proxy serves the app.
+    pub fn url(&self) -> String {
+        let config = &self.loaded.config;
+        let engine = Some(self.host.as_str()).filter(|h| !h.is_empty());
+        match engine {
+            Some(engine) => crate::public_url::derive(
+                &config.proxy.listen,
+                Some(engine),
+                config.proxy.public_url.as_deref(),
+            ),
+            None => plan::public_url(config),
         }
     }
 
@@ -170,13 +217,18 @@ impl<'a> Session<'a> {
         host::observe(self.engine, &self.names).await
     }
 
-    /// Observes after starting a stopped proxy: only a running proxy can tell which release is
-    /// live (its state file restores the route), and planning without that would pick the wrong colour.
-    async fn observe_started(&self, proxy_image: &str) -> anyhow::Result<Observed> {
-        let observed = self.observe().await?;
+    /// Observes (through `target`, every host of a fleet) after starting a stopped proxy: only
+    /// a running proxy can tell which release is live (its state file restores the route), and
+    /// planning without that would pick the wrong colour.
+    async fn observe_started(
+        &self,
+        target: &dyn target::DeployTarget,
+        proxy_image: &str,
+    ) -> anyhow::Result<Observed> {
+        let observed = target.observe().await?;
         if observed.proxy.as_ref().is_some_and(|p| !p.running) {
-            host::ensure_proxy(self.engine, self.loaded, &self.names, proxy_image).await?;
-            return self.observe().await;
+            target.ensure_router(proxy_image).await?;
+            return target.observe().await;
         }
         Ok(observed)
     }
@@ -257,28 +309,28 @@ pub async fn rollback(
         "rollback{}",
         to.map(|v| format!(" to {v}")).unwrap_or_default()
     );
-    lock::acquire(
-        engine,
-        &session.names,
-        &proxy_image,
-        &reason,
-        lock_wait,
-        config.deploy.lock_stale_after.get(),
-        false,
-        &session.loaded.files[0],
-    )
-    .await?;
+    let target = session.target();
+    target
+        .acquire_lock(&target::LockRequest {
+            image: &proxy_image,
+            reason: &reason,
+            wait: lock_wait,
+            stale_after: config.deploy.lock_stale_after.get(),
+        })
+        .await?;
     session.progress(|p| p.lock_held = true);
     phase.ok("");
     let result = async {
-        let observed = session.observe_started(&proxy_image).await?;
+        let observed = session
+            .observe_started(target.as_ref(), &proxy_image)
+            .await?;
         let plan = plan::plan_rollback(session.loaded, to, &observed, &proxy_image, current_config)
             .map_err(Error::DeployFailed)?;
         // The lock was taken before planning: the plan is made from what is there under it.
         session.walked(&plan.steps[0]);
         execute(
             session,
-            &target::SingleHost::new(session),
+            target.as_ref(),
             &plan,
             &observed,
             &plan.steps[1..],
@@ -290,7 +342,7 @@ pub async fn rollback(
     .await;
     // The plan releases the lock; this is for runs that ended early (an error).
     if session.lock_held()
-        && let Err(e) = lock::release(engine, &session.names, false).await
+        && let Err(e) = target.release_lock().await
     {
         session
             .reporter

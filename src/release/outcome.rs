@@ -133,6 +133,8 @@ pub(crate) fn failed_report(
         swap_ms: None,
         failure: Some(failure),
         steps: Vec::new(),
+        hosts: Vec::new(),
+        switch_spread_ms: None,
     }
 }
 

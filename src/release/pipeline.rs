@@ -10,7 +10,6 @@ use super::plan::{self, DeployRequest, Hook, Step};
 use super::{DeployOptions, Session};
 use crate::engine::{BuildRequest, RegistryAuth, labels};
 use crate::host::{self, engine_err};
-use crate::lock;
 use crate::report::{FailureReport, Phase, PhaseName, Report};
 
 pub(crate) async fn deploy_pipeline(
@@ -144,18 +143,15 @@ pub(crate) async fn deploy_pipeline(
     }
 
     let phase = Phase::start(reporter, PhaseName::Lock, session.names.lock());
-    let stale_after = config.deploy.lock_stale_after.get();
-    lock::acquire(
-        engine,
-        &session.names,
-        &proxy_image,
-        &format!("deploy {version}"),
-        opts.lock_wait,
-        stale_after,
-        false,
-        &session.loaded.files[0],
-    )
-    .await?;
+    let target = session.target();
+    target
+        .acquire_lock(&super::target::LockRequest {
+            image: &proxy_image,
+            reason: &format!("deploy {version}"),
+            wait: opts.lock_wait,
+            stale_after: config.deploy.lock_stale_after.get(),
+        })
+        .await?;
     session.progress(|p| p.lock_held = true);
     phase.ok("");
     if let Some(step) = first_plan
@@ -166,11 +162,11 @@ pub(crate) async fn deploy_pipeline(
         session.walked(step);
     }
 
-    let result = deploy_locked(session, &req, started).await;
+    let result = deploy_locked(session, target.as_ref(), &req, started).await;
     // The plan releases the lock; this is for runs that ended early (an error). A failure to
     // release is reported, not hidden.
     if session.lock_held()
-        && let Err(e) = lock::release(engine, &session.names, false).await
+        && let Err(e) = target.release_lock().await
     {
         reporter.warn(format!("could not release the lock: {e:#}"));
     }
@@ -184,7 +180,18 @@ pub(crate) async fn deploy_pipeline(
 /// The proxy image, built once per deployctl binary (the first deploy with a new binary pays for it).
 pub(crate) async fn proxy_image(session: &Session<'_>) -> anyhow::Result<String> {
     let phase = Phase::start(session.reporter, PhaseName::ProxyImage, "");
-    let image = host::ensure_proxy_image(session.engine, &session.loaded.config).await?;
+    let config = &session.loaded.config;
+    // Every host builds it from this binary (it is small, and the lock needs it).
+    let images = futures_util::future::join_all(session.hosts().into_iter().map(|s| async move {
+        host::ensure_proxy_image(s.engine, config)
+            .await
+            .map_err(|e| e.context(format!("on {}", s.host)))
+    }))
+    .await;
+    let mut image = String::new();
+    for i in images {
+        image = i?;
+    }
     phase.ok(image.clone());
     Ok(image)
 }
@@ -269,11 +276,12 @@ pub(crate) async fn push(session: &Session<'_>, image: &str, target: &str) -> Re
 
 pub(crate) async fn deploy_locked(
     session: &Session<'_>,
+    target: &dyn super::target::DeployTarget,
     req: &DeployRequest,
     started: Instant,
 ) -> anyhow::Result<Report> {
     // Someone may have deployed between our first look and the lock: plan again from what is there now.
-    let observed = session.observe_started(&req.proxy_image).await?;
+    let observed = session.observe_started(target, &req.proxy_image).await?;
     let plan = plan::plan_deploy(session.loaded, req, &observed);
     let lock_at = plan
         .steps
@@ -282,7 +290,7 @@ pub(crate) async fn deploy_locked(
         .unwrap_or(0);
     execute(
         session,
-        &super::target::SingleHost::new(session),
+        target,
         &plan,
         &observed,
         &plan.steps[lock_at + 1..],

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Session;
-use super::target::{DeployTarget, SingleHost};
+use super::target::DeployTarget;
 use crate::host::{self, now_unix};
 use crate::proxy::protocol::Outcome;
 
@@ -15,7 +15,7 @@ use crate::proxy::protocol::Outcome;
 /// release only while that one still runs and was not told to stop; once its stop has begun
 /// (or it is gone), the new release, which passed its health checks, keeps serving.
 pub async fn recover(session: &Session<'_>) {
-    recover_on(session, &SingleHost::new(session)).await
+    recover_on(session, session.target().as_ref()).await
 }
 
 /// `recover` against any target (the interrupt tests use a fake one).

@@ -3,11 +3,11 @@
 //! The interpreter (`execute`) walks a plan and asks a [`DeployTarget`] to do each operation on
 //! the releases: prepare the new one, health-gate it, switch traffic, verify, switch back, retire
 //! the old one, and observe what runs. [`SingleHost`] (one Docker Engine with deployctl's proxy in
-//! front, controlled through `docker exec`) is the only implementation today.
+//! front, controlled through `docker exec`) is the basic implementation.
 //!
-//! A fleet of hosts over SSH, or a Docker Swarm service, is another implementation of the same
-//! trait: "prepare" starts the release on every host (or updates the service's idle slot),
-//! "switch" flips every host's proxy (or the router), "retire" stops the old slot everywhere.
+//! A fleet of hosts (`fleet.rs`) is another implementation over one `SingleHost` per host; a
+//! Docker Swarm service would be a third: "prepare" updates the service's idle slot, "switch"
+//! flips every proxy task.
 //! Nothing in the interpreter names a host, a container engine or the proxy's transport.
 
 use async_trait::async_trait;
@@ -25,6 +25,16 @@ use crate::host::{self, engine_err};
 use crate::names::Color;
 use crate::proxy::protocol::{ReleaseRecord, ReleaseSpec, Target};
 use crate::report::FailureReport;
+
+/// How a run takes the deploy lock.
+pub struct LockRequest<'p> {
+    /// The proxy image (the lock is a container made from it).
+    pub image: &'p str,
+    /// `deploy 1.2.0`, `rollback to 1.1.0`.
+    pub reason: &'p str,
+    pub wait: std::time::Duration,
+    pub stale_after: std::time::Duration,
+}
 
 /// The new release as a `StartRelease` step describes it.
 pub struct NewRelease<'p> {
@@ -47,6 +57,17 @@ pub struct NewRelease<'p> {
 pub trait DeployTarget: Send + Sync {
     /// What runs now: the router, the releases, the ledger.
     async fn observe(&self) -> anyhow::Result<Observed>;
+    /// Takes the deploy lock (on every host, in a fixed order, all or nothing).
+    async fn acquire_lock(&self, req: &LockRequest<'_>) -> anyhow::Result<()>;
+    /// Makes the image present wherever a release starts (a fleet ships it to the hosts that
+    /// lack it; one host already has what it built).
+    async fn ship_image(&self, image: &str, image_id: Option<&str>) -> anyhow::Result<()>;
+    /// Removes the images of old releases (a failure is a warning).
+    async fn prune(&self, images: &[String]);
+    /// One row per host for the report (empty for one host).
+    fn hosts(&self) -> Vec<crate::report::HostReport> {
+        Vec::new()
+    }
     /// The private network releases and the router share.
     async fn ensure_network(&self) -> anyhow::Result<()>;
     /// The router in front of the releases (started or created from `router_image`).
@@ -109,6 +130,29 @@ impl<'s, 'a> SingleHost<'s, 'a> {
 impl DeployTarget for SingleHost<'_, '_> {
     async fn observe(&self) -> anyhow::Result<Observed> {
         self.session.observe().await
+    }
+
+    async fn acquire_lock(&self, req: &LockRequest<'_>) -> anyhow::Result<()> {
+        let s = self.session;
+        crate::lock::acquire(
+            s.engine,
+            &s.names,
+            req.image,
+            req.reason,
+            req.wait,
+            req.stale_after,
+            false,
+            &s.loaded.files[0],
+        )
+        .await
+    }
+
+    async fn ship_image(&self, _image: &str, _image_id: Option<&str>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn prune(&self, images: &[String]) {
+        super::ledger::prune(self.session, images).await
     }
 
     async fn ensure_network(&self) -> anyhow::Result<()> {

@@ -143,6 +143,7 @@ pub(crate) async fn crashed(engine: &dyn Engine, container: &str) -> String {
 }
 
 /// The rules of the verify window, as the plan's `Verify` step carries them.
+#[derive(Clone)]
 pub struct VerifyRules {
     pub window: crate::config::Duration,
     pub max_error_rate: f64,

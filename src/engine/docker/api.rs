@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::engine::{
     BuildRequest, ContainerInfo, ContainerSpec, Engine, EngineError, EngineInfo, EngineResult,
-    ExecOutput, ImageInfo, LineSink, RegistryAuth,
+    ExecOutput, ImageInfo, ImageTar, LineSink, RegistryAuth,
 };
 
 use super::*;
@@ -43,6 +43,14 @@ impl Engine for DockerEngine {
                 other => Err(other),
             },
         }
+    }
+
+    fn export_image(&self, reference: &str) -> ImageTar {
+        self.export(reference)
+    }
+
+    async fn import_image(&self, tar: ImageTar) -> EngineResult<()> {
+        self.import(tar).await
     }
 
     async fn build_image(&self, req: &BuildRequest, log: LineSink<'_>) -> EngineResult<String> {

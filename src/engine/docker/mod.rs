@@ -9,6 +9,7 @@ mod convert;
 mod errors;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

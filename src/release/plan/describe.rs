@@ -44,6 +44,10 @@ impl Step {
             ),
             Step::UseImage { image } => format!("use existing image {image} (no build)"),
             Step::PushImage { image, target } => format!("push {image} as {target}"),
+            Step::ShipImage { image, from, to } => format!(
+                "ship {image} from {from} to each of {} that lacks it (docker save | docker load, no registry)",
+                to.join(", ")
+            ),
             Step::AcquireLock { lock } => format!("take lock {lock}"),
             Step::EnsureNetwork { network } => format!("ensure network {network}"),
             Step::EnsureProxy {

@@ -74,6 +74,10 @@ pub struct Plan {
     /// A rollback re-creates its release from this recorded spec (None: from the current config).
     #[serde(skip)]
     pub restore: Option<ReleaseSpec>,
+    /// A fleet (`docker.hosts`): every host, in the order they are locked; the plan's steps run
+    /// on each (the live state and colours are the first host's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// Inputs of a deploy that do not come from the config.
@@ -239,6 +243,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         on_failure,
         tests_skipped: req.skip_tests && !loaded.config.test.commands.is_empty(),
         restore: None,
+        hosts: fleet_hosts(config),
     }
 }
 
@@ -268,6 +273,13 @@ fn swap_steps(
         listen: config.proxy.listen.to_string(),
         action,
     });
+    if let [first, others @ ..] = fleet_hosts(config).as_slice() {
+        steps.push(Step::ShipImage {
+            image: image.to_string(),
+            from: first.clone(),
+            to: others.to_vec(),
+        });
+    }
     if let Some(existing) = observed.container(&container) {
         steps.push(Step::RemoveContainer {
             container: container.clone(),
@@ -384,6 +396,15 @@ fn notify_steps(config: &Config, event: NotifyEvent) -> Vec<Step> {
             webhook: Hidden(n.clone()),
         })
         .collect()
+}
+
+/// The hosts of a fleet; empty for one host.
+fn fleet_hosts(config: &Config) -> Vec<String> {
+    if config.docker.hosts.len() > 1 {
+        config.docker.hosts.clone()
+    } else {
+        Vec::new()
+    }
 }
 
 fn live_state(observed: &Observed) -> LiveState {

@@ -147,5 +147,6 @@ pub fn plan_rollback(
             .map(|s| s.image_id.clone())
             .or_else(|| observed.image_ids.get(&target.version).cloned()),
         restore,
+        hosts: super::fleet_hosts(config),
     })
 }

@@ -54,6 +54,12 @@ pub enum Step {
     AcquireLock {
         lock: String,
     },
+    /// A fleet: the image goes from the first host to each other host that lacks it.
+    ShipImage {
+        image: String,
+        from: String,
+        to: Vec<String>,
+    },
     EnsureNetwork {
         network: String,
     },

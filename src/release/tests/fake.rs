@@ -34,6 +34,12 @@ impl Engine for NoEngine {
     async fn image_exists(&self, _: &str) -> EngineResult<bool> {
         refused()
     }
+    fn export_image(&self, _: &str) -> crate::engine::ImageTar {
+        Box::pin(futures_util::stream::once(async { refused() }))
+    }
+    async fn import_image(&self, _: crate::engine::ImageTar) -> EngineResult<()> {
+        refused()
+    }
     async fn build_image(&self, _: &BuildRequest, _: LineSink<'_>) -> EngineResult<String> {
         refused()
     }
