@@ -141,8 +141,12 @@ impl Run<'_, '_> {
         self.failure = Some(failure);
         for step in &plan.on_failure {
             session.walked(step);
-            if let Err(failed) = self.step(step).await? {
-                session.reporter.warn(failed.report.reason);
+            // A step of the failure branch that cannot be done (a host gone) is a warning: the
+            // branch goes on, so every reachable host is put back and the lock released.
+            match self.step(step).await {
+                Ok(Ok(())) => {}
+                Ok(Err(failed)) => session.reporter.warn(failed.report.reason),
+                Err(e) => session.reporter.warn(format!("{e:#}")),
             }
         }
         Ok(())

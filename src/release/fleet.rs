@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, try_join_all};
 
 use super::Session;
 use super::plan::Observed;
@@ -153,12 +153,13 @@ impl<'s, 'a> Fleet<'s, 'a> {
     {
         let indices: Vec<usize> = (0..self.members.len()).collect();
         for batch in indices.chunks(self.parallel) {
-            let results = join_all(batch.iter().map(|&i| f(i, &self.members[i]))).await;
-            for (&i, r) in batch.iter().zip(results) {
-                if let Err(report) = r {
-                    return Err(self.name_host(i, report));
-                }
-            }
+            // The first failure ends the batch: the others' checks are dropped, not waited for.
+            try_join_all(batch.iter().map(|&i| {
+                let run = f(i, &self.members[i]);
+                async move { run.await.map_err(|report| (i, report)) }
+            }))
+            .await
+            .map_err(|(i, report)| self.name_host(i, report))?;
         }
         Ok(())
     }
@@ -170,7 +171,8 @@ impl<'s, 'a> Fleet<'s, 'a> {
         report
     }
 
-    /// Puts each host in `hosts` back on what it served before this run.
+    /// Puts each host in `hosts` back on what it served before this run. Returns the failures
+    /// of hosts that had not failed before (a host already known to be down is warned about).
     async fn back(&self, hosts: &[usize], health: &HealthSpec, drain: Duration) -> Vec<String> {
         let results = join_all(hosts.iter().map(|&i| async move {
             let Some(live) = self.with_state(|s| s[i].live.clone()) else {
@@ -184,11 +186,20 @@ impl<'s, 'a> Fleet<'s, 'a> {
                 .map(|_| ())
         }))
         .await;
-        hosts
-            .iter()
-            .zip(results)
-            .filter_map(|(&i, r)| r.err().map(|e| format!("{}: {e:#}", self.host(i))))
-            .collect()
+        let mut errors = Vec::new();
+        for (&i, r) in hosts.iter().zip(results) {
+            let Err(e) = r else { continue };
+            let message = format!("{}: {e:#}", self.host(i));
+            if self.with_state(|s| s[i].failure.is_some()) {
+                self.members[i].session.reporter.warn(format!(
+                    "{} failed during this run and could not be switched back: {e:#}",
+                    self.host(i)
+                ));
+            } else {
+                errors.push(message);
+            }
+        }
+        errors
     }
 }
 
@@ -418,21 +429,23 @@ impl DeployTarget for Fleet<'_, '_> {
     }
 
     async fn verify(&self, container: &str, rules: &VerifyRules) -> Result<(), FailureReport> {
-        let results = join_all(self.members.iter().enumerate().map(|(i, m)| {
+        // The first host that fails ends the window everywhere: the switch back should not wait.
+        try_join_all(self.members.iter().enumerate().map(|(i, m)| {
             let c = self.container(i, container);
             let rules = VerifyRules {
                 health: own_spec(&rules.health, &c),
                 ..rules.clone()
             };
-            async move { m.single.verify(&c, &rules).await }
-        }))
-        .await;
-        for (i, r) in results.into_iter().enumerate() {
-            if let Err(report) = r {
-                return Err(self.name_host(i, report));
+            async move {
+                m.single
+                    .verify(&c, &rules)
+                    .await
+                    .map_err(|report| (i, report))
             }
-        }
-        Ok(())
+        }))
+        .await
+        .map(|_| ())
+        .map_err(|(i, report)| self.name_host(i, report))
     }
 
     async fn retire(&self, container: &str) -> anyhow::Result<()> {

@@ -12,7 +12,20 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
 
 /// `http_get` that waits up to `timeout` for the answer (for deliberately slow requests).
 pub fn http_get_within(port: u16, path: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    http_get_at("127.0.0.1", port, path, timeout)
+}
+
+/// A GET on a fresh connection to `ip:port` (a lab host's published port).
+pub fn http_get_at(
+    ip: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let addr: std::net::SocketAddr = format!("{ip}:{port}")
+        .parse()
+        .map_err(|e| format!("{ip}:{port}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     write!(

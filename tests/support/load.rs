@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::http::{http_get, parse_response};
+use super::http::{http_get_at, parse_response};
 
 /// Sends GET / at a fixed rate on keep-alive and on fresh connections until stopped, and keeps
 /// count of every answer.
@@ -30,20 +30,25 @@ pub struct LoadStats {
 impl Load {
     /// `per_second` requests on each of: one keep-alive connection, new connections.
     pub fn start(port: u16, per_second: u32) -> Load {
+        Load::start_at("127.0.0.1", port, per_second)
+    }
+
+    /// `start` against `ip:port` (a lab host's published port).
+    pub fn start_at(ip: &str, port: u16, per_second: u32) -> Load {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(LoadStats::default()));
         let period = Duration::from_secs_f64(1.0 / per_second as f64);
         let mut threads = Vec::new();
         for keep_alive in [true, false] {
-            let (stop, stats) = (stop.clone(), stats.clone());
+            let (stop, stats, ip) = (stop.clone(), stats.clone(), ip.to_string());
             threads.push(std::thread::spawn(move || {
                 let mut conn: Option<TcpStream> = None;
                 let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     let result = if keep_alive {
-                        keep_alive_get(port, &mut conn)
+                        keep_alive_get(&ip, port, &mut conn)
                     } else {
-                        http_get(port, "/")
+                        http_get_at(&ip, port, "/", Duration::from_secs(10))
                     };
                     let mut s = stats.lock().expect("stats");
                     s.sent += 1;
@@ -86,10 +91,14 @@ impl Load {
 }
 
 /// GET / on a kept-alive connection, reconnecting when the server closed it between requests.
-fn keep_alive_get(port: u16, conn: &mut Option<TcpStream>) -> Result<(u16, String), String> {
+fn keep_alive_get(
+    ip: &str,
+    port: u16,
+    conn: &mut Option<TcpStream>,
+) -> Result<(u16, String), String> {
     for attempt in 0..2 {
         if conn.is_none() {
-            let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+            let s = TcpStream::connect((ip, port)).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_secs(10)))
                 .map_err(|e| e.to_string())?;
             *conn = Some(s);

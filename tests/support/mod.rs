@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use app::{App, BASE_CONFIG, body_version, docker};
-pub use http::{http_get, http_get_within};
+pub use http::{http_get, http_get_at, http_get_within};
 pub use load::{Load, LoadStats};
 pub use run::Run;
 pub use stub::{Reply, Request, RequestLog, Stub};

@@ -210,6 +210,19 @@ impl DeployTarget for FakeTarget {
     async fn observe(&self) -> anyhow::Result<Observed> {
         Ok(Observed::default())
     }
+    async fn acquire_lock(&self, _: &super::super::target::LockRequest<'_>) -> anyhow::Result<()> {
+        self.op("acquire_lock", "")
+            .await
+            .map_err(|reason| anyhow::anyhow!(reason))
+    }
+    async fn ship_image(&self, image: &str, _: Option<&str>) -> anyhow::Result<()> {
+        self.op("ship_image", image)
+            .await
+            .map_err(|reason| anyhow::anyhow!(reason))
+    }
+    async fn prune(&self, images: &[String]) {
+        let _ = self.op("prune", &images.join(" ")).await;
+    }
     async fn ensure_network(&self) -> anyhow::Result<()> {
         self.op("ensure_network", "")
             .await
