@@ -393,6 +393,10 @@ fn action_inputs_reach_scripts_only_through_env() {
         (key, dir)
     );
     assert_eq!(save["if"].str(), "steps.build.outputs.built == 'true'");
+    // A cache service that fails must not fail the deploy.
+    for s in [restore, save] {
+        assert_eq!(s["continue-on-error"].str(), "true", "{:?}", s["name"]);
+    }
     assert_eq!(
         step(&action, "deployctl")["env"]["INPUT_BIN"].str(),
         "${{ steps.install.outputs.bin || steps.build.outputs.bin }}"
