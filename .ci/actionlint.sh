@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Lints the GitHub Actions files.
 #
-# 1. actionlint on examples/github-actions/deploy.yml. The example sits in a scratch git
-#    repository as .github/workflows/deploy.yml next to a copy of action.yml, so that actionlint
+# 1. actionlint on examples/github-actions/*.yml. The examples sit in a scratch git
+#    repository in .github/workflows/ next to a copy of action.yml, so that actionlint
 #    resolves its `uses: ./` and checks the `with:` keys and `steps.*.outputs.*` against the
 #    action's inputs and outputs (it does that only inside a repository).
 # 2. action.yml itself, which actionlint does not take (it lints workflows, and reads action
@@ -36,12 +36,12 @@ echo "== $(shellcheck --version | sed -n 's/^version: /shellcheck /p')"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
-echo "== actionlint examples/github-actions/deploy.yml (with action.yml as ./)"
+echo "== actionlint examples/github-actions/*.yml (with action.yml as ./)"
 git -C "$scratch" init --quiet
 mkdir -p "$scratch/.github/workflows"
 cp action.yml "$scratch/action.yml"
-cp examples/github-actions/deploy.yml "$scratch/.github/workflows/deploy.yml"
-(cd "$scratch" && actionlint -shellcheck="$(command -v shellcheck)" .github/workflows/deploy.yml)
+cp examples/github-actions/*.yml "$scratch/.github/workflows/"
+(cd "$scratch" && actionlint -shellcheck="$(command -v shellcheck)" .github/workflows/*.yml)
 
 echo "== action.yml: structure, inputs only through env:, shellcheck of each run: script"
 python3 - action.yml "$scratch" <<'PY'
