@@ -148,6 +148,7 @@ fn a_fleet_of_three_hosts_over_ssh() {
     a_crash_on_one_host_leaves_every_host_on_the_old_release(&lab, &fleet);
     drift_is_shown_and_repaired(&lab, &fleet);
     an_unreachable_host_changes_nothing(&lab, &fleet);
+    builds_here_and_ships_to_a_single_remote_host(&lab);
     a_daemon_killed_after_the_switch_sends_the_others_back(&lab, &fleet);
 }
 
@@ -310,6 +311,46 @@ fn an_unreachable_host_changes_nothing(lab: &Lab, fleet: &FleetApp) {
     for h in &lab.hosts {
         assert_eq!(running_version(h, &fleet.app.name, "v6"), 0, "{}", h.name);
     }
+}
+
+fn builds_here_and_ships_to_a_single_remote_host(lab: &Lab) {
+    let solo = FleetApp::new(lab, "local");
+    let host = &lab.hosts[0];
+    solo.configure(&[host.ssh_host()], "[build]\nlocal = true\n");
+    let run = solo.run(&["deploy", "--release", "v1", "--dry-run"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "ship {}:v1 from this machine to each of {}",
+            solo.app.name,
+            host.ssh_host()
+        )),
+        "the plan says where the image goes:\n{run}"
+    );
+    solo.run(&["deploy", "--release", "v1"]).assert_code(0);
+    let on_host = host
+        .docker(&[
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=deployctl.app={}", solo.app.name),
+        ])
+        .unwrap_or_default();
+    assert_eq!(on_host.split_whitespace().count(), 1, "shipped: {on_host}");
+    let here = support::docker(&[
+        "images",
+        "-q",
+        "--filter",
+        &format!("label=deployctl.app={}", solo.app.name),
+    ])
+    .unwrap_or_default();
+    assert!(!here.trim().is_empty(), "built on this machine's engine");
+    assert_eq!(
+        http_get_at(&host.ip, solo.app.port, "/", Duration::from_secs(5))
+            .ok()
+            .and_then(|(_, b)| body_version(&b)),
+        Some("v1".to_string())
+    );
 }
 
 fn a_daemon_killed_after_the_switch_sends_the_others_back(lab: &Lab, fleet: &FleetApp) {

@@ -32,7 +32,8 @@ pub async fn deploy(g: &Global, out: &Output, args: DeployArgs) -> anyhow::Resul
         return Ok(ExitCode::Ok);
     }
     let engines = super::connect_all(&loaded).await?;
-    let session = super::session(&loaded, &engines, out);
+    let builder = super::connect_builder(&loaded).await?;
+    let session = super::session(&loaded, &engines, builder.as_ref(), out);
     let report = interruptible(&session, release::deploy(&session, &opts)).await?;
     Ok(print_report(out, &report))
 }
@@ -40,7 +41,8 @@ pub async fn deploy(g: &Global, out: &Output, args: DeployArgs) -> anyhow::Resul
 pub async fn rollback(g: &Global, out: &Output, args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
     let engines = super::connect_all(&loaded).await?;
-    let session = super::session(&loaded, &engines, out);
+    let builder = super::connect_builder(&loaded).await?;
+    let session = super::session(&loaded, &engines, builder.as_ref(), out);
     if args.dry_run {
         let plan =
             release::preview_rollback(&session, args.to.as_deref(), args.with_current_config)

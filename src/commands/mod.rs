@@ -107,10 +107,23 @@ pub async fn connect_all(loaded: &Loaded) -> anyhow::Result<Vec<HostEngine>> {
     Ok(out)
 }
 
-/// The session of a run over `engines`: the first host leads, the others form its fleet.
+/// `build.local`: this machine's engine (`DOCKER_HOST`, else the local socket), which builds.
+pub async fn connect_builder(loaded: &Loaded) -> anyhow::Result<Option<DockerEngine>> {
+    if !loaded.config.build.local {
+        return Ok(None);
+    }
+    DockerEngine::connect(None)
+        .await
+        .map(Some)
+        .map_err(engine_err)
+}
+
+/// The session of a run over `engines`: the first host leads, the others form its fleet;
+/// `builder` builds the image when `build.local` is set.
 pub fn session<'a>(
     loaded: &'a Loaded,
     engines: &'a [HostEngine],
+    builder: Option<&'a DockerEngine>,
     out: &'a Output,
 ) -> crate::release::Session<'a> {
     use crate::release::Session;
@@ -120,7 +133,9 @@ pub fn session<'a>(
     } else {
         Vec::new()
     };
-    one(&engines[0]).with_fleet(others)
+    one(&engines[0])
+        .with_fleet(others)
+        .with_builder(builder.map(|b| b as &dyn crate::engine::Engine))
 }
 
 /// Resolves on SIGINT or SIGTERM.

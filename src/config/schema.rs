@@ -185,6 +185,11 @@ pub struct Build {
     /// Target stage of a multi-stage Dockerfile.
     #[serde(default)]
     pub target: Option<String>,
+    /// Build on the Docker Engine of the machine running deployctl (`DOCKER_HOST`, else the
+    /// local socket) and ship the image to every host (`docker.host` or `docker.hosts`) that
+    /// lacks it, without a registry. Default: build on the (first) host.
+    #[serde(default)]
+    pub local: bool,
 }
 
 /// A registry that receives every built image (`<server>/<repository>:<version>`).

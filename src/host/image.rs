@@ -117,3 +117,36 @@ fn proxy_context_tar(binary: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
     Ok(builder.into_inner()?)
 }
+
+/// Copies `image` from one engine to another that lacks it (`wanted`: its id, or the reference
+/// when the id is not known): `docker save` streamed into `docker load`, nothing on disk here.
+/// Returns the bytes streamed, or None when `to` already had it.
+pub async fn ship_image(
+    from: &dyn Engine,
+    to: &dyn Engine,
+    image: &str,
+    wanted: &str,
+) -> anyhow::Result<Option<u64>> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    if to.image_exists(wanted).await.map_err(super::engine_err)? {
+        return Ok(None);
+    }
+    let counted = Arc::new(AtomicU64::new(0));
+    let c = counted.clone();
+    let tar = futures_util::StreamExt::boxed(futures_util::StreamExt::inspect(
+        from.export_image(image),
+        move |chunk| {
+            if let Ok(b) = chunk {
+                c.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+        },
+    ));
+    to.import_image(tar).await.map_err(super::engine_err)?;
+    if !to.image_exists(wanted).await.map_err(super::engine_err)? {
+        anyhow::bail!(
+            "{image} was loaded but {wanted} is not there (the tag moved while it was shipped?)"
+        );
+    }
+    Ok(Some(counted.load(Ordering::Relaxed)))
+}

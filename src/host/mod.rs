@@ -16,7 +16,7 @@ use crate::proxy::protocol::Target;
 
 /// Kept for the callers that import it from here; the one version is `crate::util::now_unix`.
 pub use crate::util::now_unix;
-pub use image::{ensure_proxy_image, self_image_name};
+pub use image::{ensure_proxy_image, self_image_name, ship_image};
 pub use observe::{AppContainer, Observed, ProxyObserved, observe};
 pub use proxy::{
     MAX_REASON_BYTES, ensure_proxy, health_spec, proxy_health, proxy_record, proxy_releases,

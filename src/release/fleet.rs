@@ -235,30 +235,21 @@ impl DeployTarget for Fleet<'_, '_> {
     }
 
     async fn ship_image(&self, image: &str, image_id: Option<&str>) -> anyhow::Result<()> {
-        let source = self.members[0].session.engine;
+        // From the machine's own engine with `build.local`, else from the first host.
+        let builder = self.members[0].session.builder;
+        let source = builder.unwrap_or(self.members[0].session.engine);
         let wanted = image_id.unwrap_or(image);
         self.on_all(|i, m| async move {
-            if i == 0 || m.session.engine.image_exists(wanted).await? {
+            if i == 0 && builder.is_none() {
                 return Ok(());
             }
             let started = Instant::now();
-            let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let c = counted.clone();
-            let tar = futures_util::StreamExt::boxed(futures_util::StreamExt::inspect(
-                source.export_image(image),
-                move |chunk| {
-                    if let Ok(b) = chunk {
-                        c.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                },
-            ));
-            m.session.engine.import_image(tar).await?;
-            if !m.session.engine.image_exists(wanted).await? {
-                anyhow::bail!("the image {image} was loaded but {wanted} is not there");
+            if let Some(bytes) =
+                crate::host::ship_image(source, m.session.engine, image, wanted).await?
+            {
+                let ms = started.elapsed().as_millis() as u64;
+                self.with_state(|s| s[i].shipped = Some((bytes, ms)));
             }
-            let bytes = counted.load(std::sync::atomic::Ordering::Relaxed);
-            let ms = started.elapsed().as_millis() as u64;
-            self.with_state(|s| s[i].shipped = Some((bytes, ms)));
             Ok(())
         })
         .await

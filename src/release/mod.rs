@@ -56,6 +56,8 @@ pub struct Session<'a> {
     pub host: String,
     /// A fleet: the sessions of the other hosts, in the configured order (empty: one host).
     pub fleet: Vec<Session<'a>>,
+    /// `build.local`: the engine that builds (this machine's), whose image is shipped to the hosts.
+    pub builder: Option<&'a dyn Engine>,
     /// What has been done so far, for cleanup after a signal.
     pub progress: Arc<Mutex<Progress>>,
     /// The plan's steps walked so far, as `Step::describe` puts them.
@@ -95,6 +97,7 @@ impl<'a> Session<'a> {
             reporter,
             host: String::new(),
             fleet: Vec::new(),
+            builder: None,
             progress: Arc::default(),
             executed: Mutex::default(),
         }
@@ -110,6 +113,17 @@ impl<'a> Session<'a> {
     pub fn with_fleet(mut self, others: Vec<Session<'a>>) -> Self {
         self.fleet = others;
         self
+    }
+
+    /// Builds on `builder` (`build.local`) and ships the image to the hosts.
+    pub fn with_builder(mut self, builder: Option<&'a dyn Engine>) -> Self {
+        self.builder = builder;
+        self
+    }
+
+    /// The engine images are built on.
+    pub fn build_engine(&self) -> &'a dyn Engine {
+        self.builder.unwrap_or(self.engine)
     }
 
     /// Every host's session, the first (this one) first.

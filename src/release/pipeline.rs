@@ -126,7 +126,12 @@ pub(crate) async fn deploy_pipeline(
                 .await
                 .map(|id| req.image_id = Some(id)),
             Step::PushImage { image, target } => push(session, image, target).await,
-            Step::UseImage { image } => match engine.image_id(image).await.map_err(engine_err)? {
+            Step::UseImage { image } => match session
+                .build_engine()
+                .image_id(image)
+                .await
+                .map_err(engine_err)?
+            {
                 Some(id) => {
                     req.image_id = Some(id);
                     Ok(())
@@ -224,7 +229,7 @@ pub(crate) async fn build(
     };
     let reporter = session.reporter;
     let log = move |line: &str| reporter.line("build", line);
-    match session.engine.build_image(&req, &log).await {
+    match session.build_engine().build_image(&req, &log).await {
         Ok(id) => {
             phase.ok("");
             Ok(id)
@@ -252,14 +257,14 @@ pub(crate) async fn push(session: &Session<'_>, image: &str, target: &str) -> Re
     let reporter = session.reporter;
     let log = move |line: &str| reporter.line("push", line);
     match session
-        .engine
+        .build_engine()
         .push_image(image, target, auth.as_ref(), &log)
         .await
     {
         Ok(()) => {
             // The registry keeps its copy; locally the extra tag would only stop pruning and
             // `remove` from deleting the image.
-            if let Err(e) = session.engine.remove_image(target).await {
+            if let Err(e) = session.build_engine().remove_image(target).await {
                 session
                     .reporter
                     .warn(format!("could not remove the local tag {target}: {e}"));

@@ -147,7 +147,12 @@ impl DeployTarget for SingleHost<'_, '_> {
         .await
     }
 
-    async fn ship_image(&self, _image: &str, _image_id: Option<&str>) -> anyhow::Result<()> {
+    async fn ship_image(&self, image: &str, image_id: Option<&str>) -> anyhow::Result<()> {
+        // Only with `build.local`: else the image was built here.
+        if let Some(builder) = self.session.builder {
+            let wanted = image_id.unwrap_or(image);
+            host::ship_image(builder, self.session.engine, image, wanted).await?;
+        }
         Ok(())
     }
 

@@ -273,12 +273,8 @@ fn swap_steps(
         listen: config.proxy.listen.to_string(),
         action,
     });
-    if let [first, others @ ..] = fleet_hosts(config).as_slice() {
-        steps.push(Step::ShipImage {
-            image: image.to_string(),
-            from: first.clone(),
-            to: others.to_vec(),
-        });
+    if let Some(ship) = ship_step(config, image) {
+        steps.push(ship);
     }
     if let Some(existing) = observed.container(&container) {
         steps.push(Step::RemoveContainer {
@@ -396,6 +392,30 @@ fn notify_steps(config: &Config, event: NotifyEvent) -> Vec<Step> {
             webhook: Hidden(n.clone()),
         })
         .collect()
+}
+
+/// Where the image goes before the release starts: with `build.local` from this machine to every
+/// host, on a fleet from the first host to the others; None when it is built where it runs.
+fn ship_step(config: &Config, image: &str) -> Option<Step> {
+    let hosts: Vec<String> = config
+        .docker
+        .engines()
+        .into_iter()
+        .map(|h| h.unwrap_or_else(|| "the Docker host".into()))
+        .collect();
+    let (from, to) = if config.build.local {
+        ("this machine".to_string(), hosts)
+    } else {
+        match hosts.split_first() {
+            Some((first, others)) if !others.is_empty() => (first.clone(), others.to_vec()),
+            _ => return None,
+        }
+    };
+    Some(Step::ShipImage {
+        image: image.to_string(),
+        from,
+        to,
+    })
 }
 
 /// The hosts of a fleet; empty for one host.
