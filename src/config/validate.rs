@@ -261,6 +261,18 @@ mod tests {
     }
 
     #[test]
+    fn one_engine_or_a_fleet_never_both() {
+        let toml = "[app]\nname = \"web\"\n[docker]\nhost = \"ssh://a\"\nhosts = [\"ssh://b\", \"ssh://c\"]\n";
+        assert_eq!(errors_of(toml), [(5, 9, "docker.hosts".to_owned())]);
+        let twice = "[app]\nname = \"web\"\n[docker]\nhosts = [\"ssh://b\", \"ssh://b\"]\n";
+        assert_eq!(errors_of(twice).len(), 1);
+        let bad = "[app]\nname = \"web\"\n[docker]\nhosts = [\"web1\"]\n";
+        assert_eq!(errors_of(bad), [(4, 10, "docker.hosts[0]".to_owned())]);
+        let zero = "[app]\nname = \"web\"\n[deploy]\nparallel = 0\n";
+        assert_eq!(errors_of(zero), [(4, 12, "deploy.parallel".to_owned())]);
+    }
+
+    #[test]
     fn suggestions() {
         assert_eq!(
             did_you_mean("timout", &["timeout", "interval", "deadline"]),
