@@ -160,7 +160,6 @@ impl Run<'_, '_> {
     async fn step(&mut self, step: &Step) -> anyhow::Result<Result<(), Failed>> {
         let (session, target, plan, observed) =
             (self.session, self.target, self.plan, self.observed);
-        let config = &session.loaded.config;
         let reporter = session.reporter;
         let names = &session.names;
         let r: Result<(), Failed> = match step {
@@ -262,6 +261,7 @@ impl Run<'_, '_> {
                 hook,
                 command,
                 shell,
+                timeout,
                 ..
             } => {
                 let env = session.hook_env(
@@ -276,12 +276,7 @@ impl Run<'_, '_> {
                     format!("{hook}: {}", crate::output::shell_join(command)),
                 );
                 let r = session
-                    .run_command(
-                        hook.as_str(),
-                        (command, *shell),
-                        &env,
-                        config.test.timeout.get(),
-                    )
+                    .run_command(hook.as_str(), (command, *shell), &env, timeout.get())
                     .await;
                 finish(phase, &r);
                 r

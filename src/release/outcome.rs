@@ -32,6 +32,7 @@ pub(crate) async fn outcome_step(session: &Session<'_>, step: &Step, report: &Re
             hook,
             command,
             shell,
+            timeout,
             if_rolled_back,
         } => {
             if *if_rolled_back && report.outcome != Outcome::RolledBack {
@@ -50,12 +51,7 @@ pub(crate) async fn outcome_step(session: &Session<'_>, step: &Step, report: &Re
                 format!("{name}: {}", crate::output::shell_join(command)),
             );
             let r = session
-                .run_command(
-                    name,
-                    (command, *shell),
-                    &env,
-                    session.loaded.config.test.timeout.get(),
-                )
+                .run_command(name, (command, *shell), &env, timeout.get())
                 .await;
             if let Err(f) = &r {
                 session
@@ -64,26 +60,26 @@ pub(crate) async fn outcome_step(session: &Session<'_>, step: &Step, report: &Re
             }
             finish(phase, &r);
         }
-        Step::Notify { kind, webhook, .. } => {
+        Step::Notify { kinds, targets, .. } => {
             let mut notification = crate::notify::Notification::from_report(report);
             // Failure reasons can quote logs: secrets never leave for a chat channel.
             notification.reason = notification
                 .reason
                 .map(|r| session.loaded.redactor.redact(&r).into_owned());
-            let phase = Phase::start(
-                session.reporter,
-                PhaseName::Notify,
-                crate::notify::kind_name(*kind),
-            );
-            let deliveries = crate::notify::send_all(
-                std::slice::from_ref(&webhook.0),
-                &notification,
-                session.reporter,
-            )
-            .await;
-            match deliveries.iter().find(|d| !d.ok) {
-                None => phase.ok(format!("{} sent", deliveries.len())),
-                Some(d) => phase.failed(d.error.clone().unwrap_or_else(|| "failed".into())),
+            let names: Vec<&str> = kinds.iter().map(|k| crate::notify::kind_name(*k)).collect();
+            let phase = Phase::start(session.reporter, PhaseName::Notify, names.join(", "));
+            // Sent to every target at once; one slow or failing target delays or fails no other.
+            let deliveries =
+                crate::notify::send_all(&targets.0, &notification, session.reporter).await;
+            let failed: Vec<String> = deliveries
+                .iter()
+                .filter(|d| !d.ok)
+                .map(|d| d.error.clone().unwrap_or_else(|| "failed".into()))
+                .collect();
+            if failed.is_empty() {
+                phase.ok(format!("{} sent", deliveries.len()));
+            } else {
+                phase.failed(failed.join("; "));
             }
         }
         _ => {}

@@ -10,9 +10,10 @@ impl Step {
                 hook,
                 command,
                 shell,
+                timeout,
                 if_rolled_back,
             } => format!(
-                "run {hook} hook{}: {}",
+                "run {hook} hook{}: {} (timeout {timeout})",
                 if *if_rolled_back {
                     " if traffic went back"
                 } else {
@@ -193,11 +194,13 @@ impl Step {
                 format!("record release {version} as {outcome}")
             }
             Step::Prune { images } => format!("prune images {}", images.join(", ")),
-            Step::Notify {
-                kind, url, event, ..
-            } => format!(
-                "notify {} {url} on {}",
-                format!("{kind:?}").to_lowercase(),
+            Step::Notify { event, kinds, .. } => format!(
+                "notify {} (***) on {}, all at once",
+                kinds
+                    .iter()
+                    .map(|k| format!("{k:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 format!("{event:?}").to_lowercase()
             ),
             Step::ReleaseLock { lock } => format!("release lock {lock}"),

@@ -147,7 +147,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
             image: image.clone(),
         }),
         None => {
-            steps.extend(hook_steps(Hook::PreBuild, &config.hooks.pre_build));
+            steps.extend(hook_steps(config, Hook::PreBuild, &config.hooks.pre_build));
             steps.push(Step::BuildImage {
                 image: image.clone(),
                 context: config.build.context.display().to_string(),
@@ -184,7 +184,11 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         steps.push(Step::Prune { images: prune });
     }
     steps.push(Step::ReleaseLock { lock: names.lock() });
-    steps.extend(hook_steps(Hook::PostDeploy, &config.hooks.post_deploy));
+    steps.extend(hook_steps(
+        config,
+        Hook::PostDeploy,
+        &config.hooks.post_deploy,
+    ));
     steps.extend(notify_steps(config, NotifyEvent::Success));
 
     let mut on_failure = Vec::new();
@@ -211,10 +215,14 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         keep_releases: config.deploy.keep_releases,
     });
     on_failure.push(Step::ReleaseLock { lock: names.lock() });
-    on_failure.extend(hook_steps(Hook::OnFailure, &config.hooks.on_failure));
+    on_failure.extend(hook_steps(
+        config,
+        Hook::OnFailure,
+        &config.hooks.on_failure,
+    ));
     if switches_back.is_some() {
         on_failure.extend(
-            hook_steps(Hook::OnRollback, &config.hooks.on_rollback)
+            hook_steps(config, Hook::OnRollback, &config.hooks.on_rollback)
                 .into_iter()
                 .map(|mut s| {
                     if let Step::RunHook { if_rolled_back, .. } = &mut s {
@@ -317,7 +325,11 @@ fn swap_steps(
         start_period: h.start_period,
         spec: Hidden(crate::host::health_spec(config, &container)),
     });
-    steps.extend(hook_steps(Hook::PreDeploy, &config.hooks.pre_deploy));
+    steps.extend(hook_steps(
+        config,
+        Hook::PreDeploy,
+        &config.hooks.pre_deploy,
+    ));
     steps.push(Step::Switch {
         from: observed.live.as_ref().map(|t| t.container.clone()),
         health: Hidden(crate::host::health_spec(config, &container)),
@@ -356,7 +368,7 @@ fn go_live_steps(observed: &Observed, version: &str) -> Vec<Step> {
     steps
 }
 
-fn hook_steps(hook: Hook, specs: &[CommandSpec]) -> Vec<Step> {
+fn hook_steps(config: &Config, hook: Hook, specs: &[CommandSpec]) -> Vec<Step> {
     specs
         .iter()
         .map(|s| {
@@ -365,6 +377,7 @@ fn hook_steps(hook: Hook, specs: &[CommandSpec]) -> Vec<Step> {
                 hook,
                 command,
                 shell,
+                timeout: config.test.timeout,
                 if_rolled_back: false,
             }
         })
@@ -380,18 +393,20 @@ fn live_ref(observed: &Observed) -> Option<ReleaseRef> {
 }
 
 fn notify_steps(config: &Config, event: NotifyEvent) -> Vec<Step> {
-    config
+    let targets: Vec<crate::config::Notify> = config
         .notify
         .iter()
         .filter(|n| n.on.contains(&event))
-        .map(|n| Step::Notify {
-            kind: n.kind,
-            // Webhook URLs carry tokens: never in a plan.
-            url: "***".into(),
-            event,
-            webhook: Hidden(n.clone()),
-        })
-        .collect()
+        .cloned()
+        .collect();
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    vec![Step::Notify {
+        event,
+        kinds: targets.iter().map(|n| n.kind).collect(),
+        targets: Hidden(targets),
+    }]
 }
 
 /// Where the image goes before the release starts: with `build.local` from this machine to every

@@ -111,7 +111,11 @@ pub fn plan_rollback(
     }
     steps.extend(go_live_steps(observed, &target.version));
     steps.push(Step::ReleaseLock { lock: names.lock() });
-    steps.extend(hook_steps(Hook::OnRollback, &config.hooks.on_rollback));
+    steps.extend(hook_steps(
+        config,
+        Hook::OnRollback,
+        &config.hooks.on_rollback,
+    ));
     steps.extend(notify_steps(config, NotifyEvent::Rollback));
     let mut on_failure = vec![
         Step::StopFailed {
@@ -124,7 +128,11 @@ pub fn plan_rollback(
         },
         Step::ReleaseLock { lock: names.lock() },
     ];
-    on_failure.extend(hook_steps(Hook::OnFailure, &config.hooks.on_failure));
+    on_failure.extend(hook_steps(
+        config,
+        Hook::OnFailure,
+        &config.hooks.on_failure,
+    ));
     on_failure.extend(notify_steps(config, NotifyEvent::Failure));
     Ok(Plan {
         kind: RunKind::Rollback,

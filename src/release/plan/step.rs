@@ -29,6 +29,8 @@ pub enum Step {
         hook: Hook,
         command: Vec<String>,
         shell: bool,
+        /// The limit on the command (`test.timeout`).
+        timeout: Duration,
         /// In a failure branch: runs only when traffic went back to the previous release.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         if_rolled_back: bool,
@@ -163,14 +165,15 @@ pub enum Step {
     Prune {
         images: Vec<String>,
     },
+    /// Every notification target of the event, sent at once.
     Notify {
-        kind: NotifyKind,
-        /// Always `***`: webhook URLs carry tokens.
-        url: String,
         event: NotifyEvent,
-        /// The target itself, never shown.
+        /// The targets' kinds, in the configured order; their URLs (which carry tokens) are
+        /// never shown.
+        kinds: Vec<NotifyKind>,
+        /// The targets themselves, never shown.
         #[serde(skip)]
-        webhook: Hidden<crate::config::Notify>,
+        targets: Hidden<Vec<crate::config::Notify>>,
     },
     ReleaseLock {
         lock: String,

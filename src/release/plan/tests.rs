@@ -250,11 +250,10 @@ fn unknown_live_state_is_said_and_notifications_hide_their_url() {
     assert!(plan.steps.iter().any(|s| matches!(
         s,
         Step::Notify {
-            kind: NotifyKind::Slack,
-            url,
+            kinds,
             event: NotifyEvent::Success,
             ..
-        } if url == "***"
+        } if kinds == &[NotifyKind::Slack]
     )));
     assert!(
         !serde_json::to_string(&plan)
@@ -403,5 +402,36 @@ fn typed_values_print_as_the_words_they_replaced() {
     assert_eq!(
         serde_json::to_value(Hook::PreDeploy).expect("serializes"),
         Hook::PreDeploy.as_str()
+    );
+}
+
+#[test]
+fn every_target_of_an_event_is_one_notify_step_sent_at_once() {
+    let l = loaded(
+        "[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.example/a\"\non = [\"success\", \"failure\"]\n\
+         [[notify]]\nkind = \"webhook\"\nurl = \"https://hooks.example/b\"\non = [\"failure\"]\n\
+         [[notify]]\nkind = \"discord\"\nurl = \"https://hooks.example/c\"\non = [\"failure\"]\n",
+    );
+    let plan = plan_deploy(&l, &request("v1"), &Observed::default());
+    let kinds = |steps: &[Step]| -> Vec<Vec<NotifyKind>> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Notify { kinds, targets, .. } => {
+                    assert_eq!(targets.0.len(), kinds.len());
+                    Some(kinds.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(kinds(&plan.steps), [vec![NotifyKind::Slack]]);
+    assert_eq!(
+        kinds(&plan.on_failure),
+        [vec![
+            NotifyKind::Slack,
+            NotifyKind::Webhook,
+            NotifyKind::Discord
+        ]]
     );
 }
