@@ -9,8 +9,9 @@ use std::time::Instant;
 use super::Session;
 use super::ledger::{mark_interrupted_releases, mark_version};
 use super::outcome::{Failed, finish, outcome_step};
+use super::pipeline::{build, push};
 use super::plan::{Observed, Plan, Step};
-use super::target::{DeployTarget, NewRelease};
+use super::target::{DeployTarget, LockRequest, NewRelease};
 use super::watch::VerifyRules;
 use crate::host::now_unix;
 use crate::proxy::protocol::{Outcome, ReleaseRecord, RunKind, Target};
@@ -59,6 +60,7 @@ pub(crate) async fn execute(
         started,
         proxy_image,
         swap_ms: None,
+        locked: session.lock_held(),
         switched: false,
         switch_back_tried: false,
         outcome: Outcome::Live,
@@ -87,6 +89,9 @@ struct Run<'s, 'a> {
     record: ReleaseRecord,
     new_target: Target,
     swap_ms: Option<f64>,
+    /// The lock is held: until then nothing on the host changed, and a failure only runs the
+    /// failure branch's steps after its lock release (hooks, notifications).
+    locked: bool,
     /// Traffic was switched to the new release.
     switched: bool,
     /// The failure branch tried to put traffic back.
@@ -125,7 +130,8 @@ impl Run<'_, '_> {
     /// what goes wrong there is a warning.
     async fn fail(&mut self, mut failure: FailureReport) -> anyhow::Result<()> {
         let (session, target, plan) = (self.session, self.target, self.plan);
-        if failure.container_state.is_none() || failure.logs.is_empty() {
+        // Before the lock the container of that name (if any) is an earlier release's.
+        if self.locked && (failure.container_state.is_none() || failure.logs.is_empty()) {
             let (state, logs) = target.inspect(&plan.container).await;
             if failure.container_state.is_none()
                 && let Some(state) = state
@@ -139,7 +145,16 @@ impl Run<'_, '_> {
         }
         self.outcome = Outcome::Failed;
         self.failure = Some(failure);
-        for step in &plan.on_failure {
+        // Before the lock nothing changed: only what follows the lock's release runs.
+        let from = if self.locked {
+            0
+        } else {
+            plan.on_failure
+                .iter()
+                .position(|s| matches!(s, Step::ReleaseLock { .. }))
+                .map_or(0, |i| i + 1)
+        };
+        for step in &plan.on_failure[from..] {
             session.walked(step);
             // A step of the failure branch that cannot be done (a host gone) is a warning: the
             // branch goes on, so every reachable host is put back and the lock released.
@@ -410,13 +425,74 @@ impl Run<'_, '_> {
                 }
                 Ok(())
             }
-            // Taken before the interpreter runs (the plan is made under the lock).
-            Step::AcquireLock { .. } => Ok(()),
-            // Walked before the lock by the pipeline; not part of the locked part.
-            Step::RunTest { .. }
-            | Step::BuildImage { .. }
-            | Step::PushImage { .. }
-            | Step::UseImage { .. } => Ok(()),
+            Step::AcquireLock {
+                lock,
+                wait,
+                stale_after,
+            } => {
+                let phase = Phase::start(reporter, PhaseName::Lock, lock.clone());
+                let reason = match plan.kind {
+                    RunKind::Deploy => format!("deploy {}", plan.version),
+                    RunKind::Rollback => format!("rollback to {}", plan.version),
+                };
+                target
+                    .acquire_lock(&LockRequest {
+                        image: self.proxy_image,
+                        reason: &reason,
+                        wait: wait.get(),
+                        stale_after: stale_after.get(),
+                    })
+                    .await?;
+                session.progress(|p| p.lock_held = true);
+                self.locked = true;
+                phase.ok("");
+                Ok(())
+            }
+            // Before the lock: tests and the build change nothing on the host that serves.
+            Step::RunTest {
+                command,
+                shell,
+                timeout,
+            } => {
+                let env = session.hook_env(
+                    &plan.version,
+                    plan.previous.as_ref().map(|p| p.version.as_str()),
+                    plan.color,
+                    None,
+                );
+                let phase = Phase::start(
+                    reporter,
+                    PhaseName::Test,
+                    crate::output::shell_join(command),
+                );
+                let r = session
+                    .run_command("test", (command, *shell), &env, timeout.get())
+                    .await;
+                finish(phase, &r);
+                r
+            }
+            // The id, not the tag, is what the container is made from: another environment's
+            // build of the same version may move the tag while this deploy waits for its lock.
+            Step::BuildImage { image, .. } => build(session, image, &plan.version)
+                .await
+                .map(|id| session.progress(|p| p.image_id = Some(id))),
+            Step::PushImage { image, target } => push(session, image, target).await,
+            Step::UseImage { image } => {
+                match session
+                    .build_engine()
+                    .image_id(image)
+                    .await
+                    .map_err(crate::host::engine_err)?
+                {
+                    Some(id) => {
+                        session.progress(|p| p.image_id = Some(id));
+                        Ok(())
+                    }
+                    None => Err(Failed::from(anyhow::anyhow!(
+                        "image {image} does not exist on the Docker host"
+                    ))),
+                }
+            }
         };
         Ok(r)
     }

@@ -77,6 +77,8 @@ pub struct Progress {
     /// The previous release's container was told to stop: traffic must not go back to it.
     pub old_stopping: bool,
     pub record: Option<ReleaseRecord>,
+    /// The id of the image this run built (or found), once known.
+    pub image_id: Option<String>,
     pub finished: bool,
 }
 
@@ -271,7 +273,7 @@ pub async fn preview_deploy(
         skip_tests: opts.skip_tests,
         proxy_image: proxy_image_name(loaded),
     };
-    Ok(plan::plan_deploy(loaded, &req, &observed))
+    Ok(plan::plan_deploy(loaded, &req, &observed).with_lock_wait(opts.lock_wait))
 }
 
 /// The proxy image name without building it (for previews).

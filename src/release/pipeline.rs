@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::execute::execute;
-use super::outcome::{Failed, failed_before_lock, finish};
-use super::plan::{self, DeployRequest, Hook, Step};
+use super::outcome::{Failed, failed_before_lock};
+use super::plan::{self, DeployRequest, Step};
 use super::{DeployOptions, Session};
 use crate::engine::{BuildRequest, RegistryAuth, labels};
 use crate::host::{self, engine_err};
@@ -17,7 +17,6 @@ pub(crate) async fn deploy_pipeline(
     opts: &DeployOptions,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let config = &session.loaded.config;
     let reporter = session.reporter;
     let engine = session.engine;
     let version = crate::version::resolve(opts.version.as_deref(), &session.loaded.root)?;
@@ -34,13 +33,8 @@ pub(crate) async fn deploy_pipeline(
         skip_tests: opts.skip_tests,
         proxy_image: proxy_image.clone(),
     };
-    let first_plan = plan::plan_deploy(session.loaded, &req, &observed);
-    let env = session.hook_env(
-        &version,
-        observed.live.as_ref().map(|t| t.version.as_str()),
-        first_plan.color,
-        None,
-    );
+    let first_plan =
+        plan::plan_deploy(session.loaded, &req, &observed).with_lock_wait(opts.lock_wait);
 
     // Every prerequisite is checked and reported at once; any error stops before anything changes.
     let phase = Phase::start(reporter, PhaseName::Checks, "prerequisites");
@@ -75,97 +69,32 @@ pub(crate) async fn deploy_pipeline(
     }
     phase.ok(format!("{} passed", checks.len()));
 
-    // Before the lock: tests and the build change nothing on the host that serves.
-    for step in &first_plan.steps {
-        if matches!(step, Step::AcquireLock { .. }) {
-            break;
-        }
-        session.walked(step);
-        let result = match step {
-            Step::RunTest {
-                command,
-                shell,
-                timeout,
-            } => {
-                let phase = Phase::start(
-                    reporter,
-                    PhaseName::Test,
-                    crate::output::shell_join(command),
-                );
-                let r = session
-                    .run_command("test", (command, *shell), &env, timeout.get())
-                    .await;
-                finish(phase, &r);
-                r
-            }
-            Step::RunHook {
-                hook,
-                command,
-                shell,
-                ..
-            } if *hook == Hook::PreBuild => {
-                let phase = Phase::start(
-                    reporter,
-                    PhaseName::Hook,
-                    format!("pre_build: {}", crate::output::shell_join(command)),
-                );
-                let r = session
-                    .run_command(
-                        "pre_build",
-                        (command, *shell),
-                        &env,
-                        config.test.timeout.get(),
-                    )
-                    .await;
-                finish(phase, &r);
-                r
-            }
-            // The id, not the tag, is what the container is made from: another environment's
-            // build of the same version may move the tag while this deploy waits for its lock.
-            Step::BuildImage { image, .. } => build(session, image, &version)
-                .await
-                .map(|id| req.image_id = Some(id)),
-            Step::PushImage { image, target } => push(session, image, target).await,
-            Step::UseImage { image } => match session
-                .build_engine()
-                .image_id(image)
-                .await
-                .map_err(engine_err)?
-            {
-                Some(id) => {
-                    req.image_id = Some(id);
-                    Ok(())
-                }
-                None => Err(Failed::from(anyhow::anyhow!(
-                    "image {image} does not exist on the Docker host"
-                ))),
-            },
-            _ => Ok(()),
-        };
-        if let Err(failed) = result {
-            return Ok(failed_before_lock(session, &first_plan, started, failed.report).await);
-        }
-    }
-
-    let phase = Phase::start(reporter, PhaseName::Lock, session.names.lock());
+    // Up to the lock, by the interpreter: tests and the build change nothing on the host that
+    // serves; a failure there runs only the failure branch's hooks and notifications.
     let target = session.target();
-    target
-        .acquire_lock(&super::target::LockRequest {
-            image: &proxy_image,
-            reason: &format!("deploy {version}"),
-            wait: opts.lock_wait,
-            stale_after: config.deploy.lock_stale_after.get(),
-        })
-        .await?;
-    session.progress(|p| p.lock_held = true);
-    phase.ok("");
-    if let Some(step) = first_plan
+    let lock_at = first_plan
         .steps
         .iter()
-        .find(|s| matches!(s, Step::AcquireLock { .. }))
-    {
-        session.walked(step);
+        .position(|s| matches!(s, Step::AcquireLock { .. }))
+        .unwrap_or(0);
+    let report = execute(
+        session,
+        target.as_ref(),
+        &first_plan,
+        &observed,
+        &first_plan.steps[..=lock_at],
+        started,
+        &proxy_image,
+    )
+    .await?;
+    if !report.ok {
+        return Ok(report);
     }
+    req.image_id = session
+        .progress
+        .lock()
+        .ok()
+        .and_then(|p| p.image_id.clone());
 
     let result = deploy_locked(session, target.as_ref(), &req, started).await;
     // The plan releases the lock; this is for runs that ended early (an error). A failure to

@@ -49,7 +49,12 @@ impl Step {
                 "ship {image} from {from} to each of {} that lacks it (docker save | docker load, no registry)",
                 to.join(", ")
             ),
-            Step::AcquireLock { lock } => format!("take lock {lock}"),
+            Step::AcquireLock { lock, wait, .. } if wait.get().is_zero() => {
+                format!("take lock {lock}")
+            }
+            Step::AcquireLock { lock, wait, .. } => {
+                format!("take lock {lock} (waiting up to {wait} for a holder)")
+            }
             Step::EnsureNetwork { network } => format!("ensure network {network}"),
             Step::EnsureProxy {
                 container,

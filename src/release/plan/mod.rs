@@ -80,6 +80,18 @@ pub struct Plan {
     pub hosts: Vec<String>,
 }
 
+impl Plan {
+    /// The plan with `--lock-wait` in its lock step.
+    pub fn with_lock_wait(mut self, lock_wait: std::time::Duration) -> Plan {
+        for step in &mut self.steps {
+            if let Step::AcquireLock { wait, .. } = step {
+                *wait = crate::config::Duration::from_millis(lock_wait.as_millis() as u64);
+            }
+        }
+        self
+    }
+}
+
 /// Inputs of a deploy that do not come from the config.
 #[derive(Debug, Clone)]
 pub struct DeployRequest {
@@ -162,7 +174,11 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
             }
         }
     }
-    steps.push(Step::AcquireLock { lock: names.lock() });
+    steps.push(Step::AcquireLock {
+        lock: names.lock(),
+        wait: crate::config::Duration::from_secs(0),
+        stale_after: config.deploy.lock_stale_after,
+    });
     steps.extend(swap_steps(
         loaded,
         observed,

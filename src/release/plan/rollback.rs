@@ -69,7 +69,11 @@ pub fn plan_rollback(
     let color = Color::next(observed.live.as_ref().map(|t| t.color));
     let container = names.container(color);
     let image = names.image(&target.version);
-    let mut steps = vec![Step::AcquireLock { lock: names.lock() }];
+    let mut steps = vec![Step::AcquireLock {
+        lock: names.lock(),
+        wait: crate::config::Duration::from_secs(0),
+        stale_after: config.deploy.lock_stale_after,
+    }];
     // The release's own container, if it is in the idle colour, is reused: no new create. Only the
     // very container the ledger recorded: a leftover of a failed attempt may differ from it.
     let restore = target.spec.as_deref().cloned().filter(|_| !current_config);

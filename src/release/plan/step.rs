@@ -53,8 +53,13 @@ pub enum Step {
         image: String,
         target: String,
     },
+    /// The deploy lock (every host's, in order, on a fleet).
     AcquireLock {
         lock: String,
+        /// How long to wait for another holder (`--lock-wait`; zero: fail at once, exit 3).
+        wait: Duration,
+        /// A lock older than this is reported as stale (`deploy.lock_stale_after`).
+        stale_after: Duration,
     },
     /// A fleet: the image goes from the first host to each other host that lacks it.
     ShipImage {

@@ -19,6 +19,8 @@ fn interrupted_deploy(hang_at: usize) -> Option<FakeTarget> {
     let loaded = loaded("");
     let engine = NoEngine;
     let session = Session::new(&loaded, &engine, &Silent);
+    // These runs start after the lock, as the pipeline's second part does.
+    session.progress(|p| p.lock_held = true);
     session.progress(|p| p.lock_held = true);
     let observed = observed(true);
     let req = DeployRequest {

@@ -94,6 +94,8 @@ fn run_edited_deploy(
     let loaded = loaded(config);
     let engine = NoEngine;
     let session = Session::new(&loaded, &engine, &Silent);
+    // These runs start after the lock, as the pipeline's second part does.
+    session.progress(|p| p.lock_held = true);
     let observed = observed(live);
     let req = DeployRequest {
         version: "v2".into(),

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::fake::{FakeTarget, NoEngine};
-use super::plan::{self, Step};
+use super::plan::{self, DeployRequest, Step};
 use super::{Session, after_lock, execute, loaded, observed, run_deploy, run_edited_deploy};
 use crate::names::Color;
 use crate::proxy::protocol::{Outcome, ReleaseRecord, Target};
@@ -80,6 +80,8 @@ fn the_executed_steps_of_a_rollback_are_its_plan() {
     let loaded = loaded(HOOKS);
     let engine = NoEngine;
     let session = Session::new(&loaded, &engine, &Silent);
+    // These runs start after the lock, as the pipeline's second part does.
+    session.progress(|p| p.lock_held = true);
     // v1 served before; v2 is live on green.
     let mut observed = observed(true);
     observed.releases[0].outcome = Outcome::Good;
@@ -165,4 +167,65 @@ fn the_health_rules_come_from_the_steps() {
             "switch http://web.prod-blue:8080/edited 9",
         ]
     );
+}
+
+#[test]
+fn a_failure_before_the_lock_touches_nothing_and_runs_only_what_follows_the_lock_release() {
+    let loaded = loaded(&format!("[test]\ncommands = [[\"false\"]]\n{HOOKS}"));
+    let engine = NoEngine;
+    let session = Session::new(&loaded, &engine, &Silent);
+    let observed = observed(true);
+    let req = DeployRequest {
+        version: "v2".into(),
+        image: None,
+        image_id: None,
+        skip_tests: false,
+        proxy_image: "deployctl-proxy:test".into(),
+    };
+    let plan = plan::plan_deploy(&loaded, &req, &observed);
+    let lock_at = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::AcquireLock { .. }))
+        .expect("a lock step");
+    let target = FakeTarget::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let report = runtime
+        .block_on(execute(
+            &session,
+            &target,
+            &plan,
+            &observed,
+            &plan.steps[..=lock_at],
+            Instant::now(),
+            "deployctl-proxy:test",
+        ))
+        .expect("the run itself is possible");
+    assert!(!report.ok);
+    assert!(
+        report
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.reason.starts_with("test failed")),
+        "{report:?}"
+    );
+    // Nothing on the host: no lock, no container, no ledger record.
+    assert_eq!(target.calls(), Vec::<String>::new());
+    let test_at = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::RunTest { .. }))
+        .expect("a test step");
+    let after_release = plan
+        .on_failure
+        .iter()
+        .position(|s| matches!(s, Step::ReleaseLock { .. }))
+        .expect("the failure branch releases the lock")
+        + 1;
+    let mut expected = described(&plan.steps[..=test_at]);
+    expected.extend(described(&plan.on_failure[after_release..]));
+    assert_eq!(session.executed(), expected);
 }
