@@ -10,9 +10,11 @@
 //! its own: `ProxyCommand=false` makes its fallback fail when the master is gone.
 //!
 //! Not bollard's `ssh` feature: its connector launches a new master (a new TCP connection,
-//! handshake and authentication) for every hyper connection, and through the `openssh` crate,
-//! whose `SessionBuilder` checks host keys with `KnownHosts::Add` by default
-//! (`StrictHostKeyChecking=accept-new`: an unknown host key is silently accepted).
+//! handshake and authentication) for every hyper connection. It goes through the `openssh` crate,
+//! whose `SessionBuilder` defaults are not ours either: host keys checked with `KnownHosts::Add`
+//! (`StrictHostKeyChecking=accept-new`: an unknown host key is silently accepted), the master
+//! forked into the background with `ControlPersist=yes`, its socket dir in the state dir or the
+//! current directory.
 //!
 //! Safety settings, whatever the user's config says: `BatchMode=yes` (never a prompt),
 //! `StrictHostKeyChecking=yes` (an unknown or changed host key is refused), `ConnectTimeout=10`,
