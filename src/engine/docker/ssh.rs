@@ -538,4 +538,63 @@ mod tests {
                 .starts_with(std::env::current_dir().expect("cwd"))
         );
     }
+
+    /// `connect_with` on an `ssh://` address, with only `vars` in its environment.
+    async fn connect_ssh(host: &str, vars: &[(&str, &str)]) -> crate::engine::EngineError {
+        let vars: Vec<(String, std::ffi::OsString)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        match super::super::connect::connect_with(Some(host), &env).await {
+            Ok(_) => panic!("{host}: connected"),
+            Err(e) => e,
+        }
+    }
+
+    fn reason(e: crate::engine::EngineError) -> String {
+        match e {
+            crate::engine::EngineError::Unreachable { reason, .. } => reason,
+            other => panic!("not Unreachable: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_addresses_and_config_files_are_unreachable_with_the_fix() {
+        let r = reason(connect_ssh("ssh://me@h/var/run/docker.sock", &[]).await);
+        assert!(
+            r.contains("no path") && r.contains("ssh://USER@HOST"),
+            "{r}"
+        );
+        let r = reason(
+            connect_ssh(
+                "ssh://me@127.0.0.1",
+                &[("DEPLOYCTL_SSH_CONFIG", "/nonexistent/ssh_config")],
+            )
+            .await,
+        );
+        assert!(
+            r.contains("DEPLOYCTL_SSH_CONFIG") && r.contains("not a file"),
+            "{r}"
+        );
+    }
+
+    /// Real ssh to a loopback port where nothing listens (needs the OpenSSH client).
+    #[tokio::test]
+    async fn a_refused_connection_names_host_and_port() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("ssh_config");
+        std::fs::write(&config, "Host *\n  UserKnownHostsFile /dev/null\n").expect("write");
+        let host = format!("ssh://me@127.0.0.1:{port}");
+        let config = config.to_string_lossy().into_owned();
+        let r = reason(connect_ssh(&host, &[("DEPLOYCTL_SSH_CONFIG", &config)]).await);
+        assert!(
+            r.contains("refused the connection") && r.contains(&format!("port {port}")),
+            "{r}"
+        );
+    }
 }
