@@ -1,8 +1,8 @@
 //! `docker.host = "ssh://root@<lab host>"`, for real: an sshd per lab host (tests/lab/hosts.sh
 //! `--ssh`), reached with the lab's own ssh_config through DEPLOYCTL_SSH_CONFIG. A deploy, a
-//! rollback and a status over one SSH connection per run, no ssh process left after a run, and
-//! every failure (wrong key, unknown or changed host key, no docker on the remote, the remote
-//! daemon stopped) exits 4 naming its fix. The tests of this binary share one lab of two hosts
+//! rollback and a status over one SSH connection per run, no ssh process left after a run (also
+//! when deployctl is killed by SIGKILL), and every failure (wrong key, unknown or changed host
+//! key, no docker on the remote, the remote daemon stopped) exits 4 naming its fix. The tests of this binary share one lab of two hosts
 //! while they overlap: h1 serves the deploy test, h2 the failures (whose last one stops its
 //! dockerd). Needs root; CI (`.ci/run`) runs as root and installs the lab's tools and OpenSSH.
 
@@ -167,6 +167,34 @@ fn deploy_rollback_status_over_one_ssh_connection_each() {
 
     app.run(&["remove", "--yes"], &env).assert_code(0);
     assert_no_ssh_left(host, "remove");
+
+    // deployctl killed by SIGKILL (no destructor runs): its master goes with it.
+    let mut deploy = app
+        .command(&["deploy", "--release", "v3"], &env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start deployctl deploy");
+    let mut socket = None;
+    wait_until(Duration::from_secs(60), || {
+        let procs = ssh_processes(host);
+        socket = procs
+            .lines()
+            .find(|l| l.contains(" -M "))
+            .and_then(|l| l.split(" -S ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(PathBuf::from);
+        socket.is_some()
+    });
+    deploy.kill().expect("kill -9 deployctl");
+    deploy.wait().expect("reap deployctl");
+    let socket = socket.expect("no ssh master seen during the deploy");
+    assert_no_ssh_left(host, "kill -9 of deployctl");
+    // The master removed its socket; the private dir itself is left to the killed run's owner.
+    assert!(!socket.exists(), "{} is left", socket.display());
+    let dir = socket.parent().expect("socket dir");
+    assert!(dir.starts_with(std::env::temp_dir()) || dir.starts_with("/tmp"));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A minimal project whose engine is `docker_host` (status needs no build and no git).
