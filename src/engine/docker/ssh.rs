@@ -183,6 +183,10 @@ impl Master {
             format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"),
             "ServerAliveInterval=5".to_string(),
             "ServerAliveCountMax=3".to_string(),
+            // A RemoteCommand or port forwardings of the user's config would break -N and the
+            // channels' command, or make the master fail on a port in use.
+            "RemoteCommand=none".to_string(),
+            "ClearAllForwardings=yes".to_string(),
         ] {
             args.extend(["-o".to_string(), opt]);
         }
