@@ -6,9 +6,17 @@
 # tcp://$NET.1N:2375 (no TLS: the bridge is private to this machine), and its published ports on
 # $NET.1N. Restarting or breaking a lab host touches nothing else on the machine.
 #
-#   hosts.sh up N    start a lab of N hosts (1 to 8); prints one line per host:
+#   hosts.sh up N [--ssh]
+#                    start a lab of N hosts (1 to 8); prints one line per host:
 #                      <name> <address> unix://<dir>/docker.sock tcp://<address>:2375
 #                    On failure it removes what it started, like `down`.
+#                    --ssh: an sshd on each host (its netns, <address>:22, user root, log in
+#                    <dir>/sshd.log) whose sessions reach that host's engine (SetEnv DOCKER_HOST),
+#                    so ssh://root@<address> works as a docker.host. The client side is in the lab
+#                    dir, never in ~/.ssh: a key (id_ed25519), an `ssh_config` (use it with
+#                    `ssh -F` or DEPLOYCTL_SSH_CONFIG) and a `known_hosts` with each host's real key,
+#                    so strict host key checking passes. Port 2222 of each host is the same sshd,
+#                    but its sessions run with a PATH that has no `docker` (a remote without it).
 #   hosts.sh env     the DOCKER_HOST of each host of the lab
 #   hosts.sh down    stop everything the lab started and remove its files; idempotent
 #   hosts.sh gc      `down` every lab whose owner (LAB_OWNER at `up`) has exited, such as the lab
@@ -22,10 +30,11 @@
 #              get different networks). The bridge is $NET.1, the hosts $NET.11 to $NET.18.
 #   LAB_OWNER  pid of the process the lab belongs to (for `gc`); none: only `down` removes it.
 #
-# Needs root and: dockerd (docker.io), ip (iproute2), iptables, nsenter (util-linux), flock.
+# Needs root and: dockerd (docker.io), ip (iproute2), iptables, nsenter (util-linux), flock;
+# with --ssh also sshd (openssh-server), ssh and ssh-keygen (openssh-client).
 # Verified on Debian 12, Docker 20.10, cgroup v1 (all hosts report the machine's engine ID, from
 # /etc/docker/key.json). Derived from the fleet script in ../shared/lab;
-# its SSH, Swarm and registry parts come back with the issues that test them.
+# its Swarm and registry parts come back with the issues that test them.
 set -euo pipefail
 
 LAB_ID=${LAB_ID:-dev}
@@ -65,11 +74,20 @@ pick_net() {
 docker_up() { DOCKER_HOST=unix://$1/docker.sock docker info >/dev/null 2>&1; }
 
 up() {
-    local n=${1:-}
-    [[ $n =~ ^[1-8]$ ]] || { say "usage: hosts.sh up N (N from 1 to 8)"; exit 2; }
+    local n=${1:-} ssh=0 a
+    [[ $n =~ ^[1-8]$ ]] || { say "usage: hosts.sh up N [--ssh] (N from 1 to 8)"; exit 2; }
+    shift
+    for a in "$@"; do
+        case $a in --ssh) ssh=1 ;; *) say "unknown option $a (usage: hosts.sh up N [--ssh])"; exit 2 ;; esac
+    done
     [[ $(id -u) == 0 ]] || { say "the lab needs root (network namespaces, a bridge, iptables)"; exit 2; }
     need dockerd "Debian package docker.io"; need docker "Debian package docker.io"
     need ip iproute2; need iptables iptables; need nsenter util-linux; need flock util-linux
+    if ((ssh)); then
+        PATH=$PATH:/usr/sbin:/sbin
+        need sshd "Debian package openssh-server"; need ssh "Debian package openssh-client"
+        need ssh-keygen "Debian package openssh-client"
+    fi
     # Claiming the directory claims the id: never touch a lab someone else started.
     mkdir -p "$LAB_ROOT"
     mkdir "$LAB_DIR" 2>/dev/null || { say "lab $LAB_ID exists already ($LAB_DIR): \`LAB_ID=$LAB_ID $0 down\` first"; exit 3; }
@@ -120,8 +138,62 @@ up() {
         done
         docker_up "$dir" || { tail -n 30 "$dir/dockerd.log" >&2; say "host h$i did not start (log: $dir/dockerd.log)"; exit 1; }
     done
+    ((ssh == 0)) || ssh_up "$n" "$net"
     for i in $(seq 1 "$n"); do
         echo "h$i $net.1$i unix://$LAB_DIR/h$i/docker.sock tcp://$net.1$i:2375"
+    done
+}
+
+# An sshd per host in its namespace, and the client side (key, ssh_config, known_hosts) in the
+# lab dir. Port 2222: the same sshd, its sessions without `docker` on the PATH.
+ssh_up() {
+    local n=$1 net=$2 i
+    mkdir -p /run/sshd
+    ssh-keygen -q -t ed25519 -N '' -C "deployctl-lab-$LAB_ID" -f "$LAB_DIR/id_ed25519"
+    : >"$LAB_DIR/known_hosts"
+    cat >"$LAB_DIR/ssh_config" <<EOF
+Host $net.*
+  User root
+  IdentityFile $LAB_DIR/id_ed25519
+  IdentitiesOnly yes
+  UserKnownHostsFile $LAB_DIR/known_hosts
+  GlobalKnownHostsFile /dev/null
+  LogLevel ERROR
+EOF
+    for i in $(seq 1 "$n"); do
+        local ip=$net.1$i dir=$LAB_DIR/h$i key
+        mkdir -p "$dir/ssh"
+        ssh-keygen -q -t ed25519 -N '' -C "h$i" -f "$dir/ssh/host_key"
+        cp "$LAB_DIR/id_ed25519.pub" "$dir/ssh/authorized_keys"
+        key=$(cut -d' ' -f1,2 "$dir/ssh/host_key.pub")
+        printf '%s %s\n[%s]:2222 %s\n' "$ip" "$key" "$ip" "$key" >>"$LAB_DIR/known_hosts"
+        cat >"$dir/ssh/sshd_config" <<EOF
+ListenAddress $ip:22
+ListenAddress $ip:2222
+HostKey $dir/ssh/host_key
+AuthorizedKeysFile $dir/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile $dir/sshd.pid
+LogLevel INFO
+SetEnv DOCKER_HOST=unix://$dir/docker.sock
+Match LocalPort 2222
+  ForceCommand env PATH=/nonexistent /bin/sh -c "\$SSH_ORIGINAL_COMMAND"
+EOF
+        # sshd puts itself in the background once it listens.
+        setsid nsenter --net="/var/run/netns/$PREFIX-h$i" "$(command -v sshd)" \
+            -f "$dir/ssh/sshd_config" -E "$dir/sshd.log" </dev/null
+    done
+    for i in $(seq 1 "$n"); do
+        local dir=$LAB_DIR/h$i t
+        for t in $(seq 1 100); do
+            [[ -s $dir/sshd.pid ]] && (exec 3<>"/dev/tcp/$net.1$i/22") 2>/dev/null && break
+            sleep 0.1
+        done
+        [[ -s $dir/sshd.pid ]] || { cat "$dir/sshd.log" >&2 || true; say "sshd of h$i did not start"; exit 1; }
     done
 }
 
@@ -159,7 +231,14 @@ wait_gone() { # wait_gone SECONDS PID...: true when every PID has exited within 
 down() {
     trap - EXIT
     local dir pid pids=()
-    # The daemons first, politely: they stop their containers and their containerd.
+    # sshd first: its sessions end (they are in the namespaces too, and go below if left).
+    for dir in "$LAB_DIR"/h*; do
+        [[ -f $dir/sshd.pid ]] || continue
+        pid=$(cat "$dir/sshd.pid" 2>/dev/null || true)
+        [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == sshd ]] || continue
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    # The daemons, politely: they stop their containers and their containerd.
     for dir in "$LAB_DIR"/h*; do
         [[ -f $dir/docker.pid ]] || continue
         pid=$(cat "$dir/docker.pid" 2>/dev/null || true)
@@ -205,12 +284,12 @@ gc() {
 }
 
 case ${1:-} in
-up) up "${2:-}" ;;
+up) shift; up "$@" ;;
 env) env_lines ;;
 down) down ;;
 gc) gc ;;
 *)
-    sed -n '2,28p' "$0"
+    sed -n '2,37p' "$0"
     exit 2
     ;;
 esac

@@ -1,7 +1,8 @@
 //! The lab in tests: Docker Engines of a test's own (tests/lab/hosts.sh), started for a test and
 //! removed when the `Lab` is dropped, also when the test fails. Each host has its own network
 //! namespace and address, so a test may restart, break or fill it without touching the machine's
-//! shared daemon. Use it with `#[path = "support/lab.rs"] mod lab;`.
+//! shared daemon. Use it with `#[path = "support/lab.rs"] mod lab;`. With `LabOptions { ssh: true }`
+//! each host also runs an sshd (`LabHost::ssh_host`, client settings in `Lab::ssh_config`).
 //!
 //! Needs root (network namespaces, a bridge, iptables) and the tools `.ci/run` installs.
 
@@ -37,6 +38,17 @@ impl LabHost {
         self.dir.join("docker.pid")
     }
 
+    /// `ssh://root@<ip>`: the engine over SSH (a lab started with `ssh: true`; the client needs
+    /// `Lab::ssh_config`, for example through DEPLOYCTL_SSH_CONFIG).
+    pub fn ssh_host(&self) -> String {
+        format!("ssh://root@{}", self.ip)
+    }
+
+    /// Its sshd's log (`-E`): one `Accepted publickey` line per SSH connection.
+    pub fn sshd_log(&self) -> PathBuf {
+        self.dir.join("sshd.log")
+    }
+
     /// The pid of its dockerd, if the pid file names one.
     pub fn dockerd_pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.pidfile())
@@ -58,6 +70,13 @@ impl LabHost {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     }
+}
+
+/// What a lab runs besides the engines.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LabOptions {
+    /// An sshd on each host (`hosts.sh up N --ssh`).
+    pub ssh: bool,
 }
 
 /// A running lab; dropping it runs `hosts.sh down`.
@@ -100,6 +119,11 @@ impl Lab {
     /// Starts `n` hosts (1 to 8). First removes labs whose test binary was killed before it could
     /// clean up. Panics with the script's output when the lab cannot start (it has cleaned up).
     pub fn start(n: usize) -> Lab {
+        Lab::start_with(n, LabOptions::default())
+    }
+
+    /// `start`, with the options' extras (an sshd per host).
+    pub fn start_with(n: usize, opts: LabOptions) -> Lab {
         let gc = hosts_sh("gc", &["gc"]);
         assert!(
             gc.status.success(),
@@ -108,15 +132,21 @@ impl Lab {
         );
         for _ in 0..5 {
             let id = new_id();
-            let out = hosts_sh(&id, &["up", &n.to_string()]);
+            let count = n.to_string();
+            let mut args = vec!["up", count.as_str()];
+            if opts.ssh {
+                args.push("--ssh");
+            }
+            let out = hosts_sh(&id, &args);
             let stderr = String::from_utf8_lossy(&out.stderr);
             match out.status.code() {
                 Some(0) => {}
                 // The id is taken by another lab: try another.
                 Some(3) => continue,
                 _ => panic!(
-                    "the lab did not start (hosts.sh up {n}, exit {:?}); it needs root, iproute2, \
-                     iptables, util-linux and docker.io (.ci/run installs them):\n{stderr}",
+                    "the lab did not start (hosts.sh {args:?}, exit {:?}); it needs root, \
+                     iproute2, iptables, util-linux, docker.io and for ssh openssh-server and \
+                     openssh-client (.ci/run installs them):\n{stderr}",
                     out.status.code()
                 ),
             }
@@ -148,6 +178,12 @@ impl Lab {
     /// The lab's directory (`/tmp/deployctl-lab-<id>`).
     pub fn dir(&self) -> PathBuf {
         PathBuf::from(format!("/tmp/deployctl-lab-{}", self.id))
+    }
+
+    /// The lab's ssh_config (`ssh -F`, DEPLOYCTL_SSH_CONFIG): user root, the lab's key and its
+    /// known_hosts for the lab's addresses. Only in a lab started with `ssh: true`.
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir().join("ssh_config")
     }
 
     /// The name prefix of its network namespaces (`dl<id>-hN`) and interfaces (`dl<id>…`).

@@ -1,8 +1,9 @@
-//! Reaching the daemon: which host, TLS from the Docker CLI variables, API version negotiation,
-//! deadlines on calls.
+//! Reaching the daemon: which host, TLS from the Docker CLI variables, SSH (`ssh`), API version
+//! negotiation, deadlines on calls.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bollard::errors::Error as BollardError;
 use bollard::{API_DEFAULT_VERSION, ClientVersion, Docker};
@@ -27,20 +28,100 @@ pub(super) async fn connect_with(
 ) -> Result<DockerEngine, EngineError> {
     let env_host = env("DOCKER_HOST").map(|h| h.to_string_lossy().into_owned());
     let host = resolve_host(host, env_host.as_deref());
-    let tls = tls_settings(env);
-    let docker = open(&host, tls.as_ref(), API_DEFAULT_VERSION)?;
+    let link = match ssh_target(&host) {
+        Some(rest) => Link::Ssh(start_ssh(&host, rest, env).await?),
+        None => Link::Direct(tls_settings(env)),
+    };
+    let docker = open_link(&host, &link, API_DEFAULT_VERSION)?;
     // Whatever goes wrong before the first answer means the engine cannot be used: one error
     // kind (and exit code) for all of it.
-    let docker = negotiate(docker, &host, tls.as_ref())
-        .await
-        .map_err(|e| match e {
-            EngineError::Unreachable { .. } => e,
-            other => EngineError::Unreachable {
-                host: host.clone(),
-                reason: other.to_string(),
+    let negotiated = match negotiate(docker, &host, &link).await {
+        Ok(docker) => Ok(docker),
+        // Over SSH the HTTP error says little ("connection closed"): ask the remote why.
+        Err(e) => match &link {
+            Link::Ssh(master) => match master.diagnose().await {
+                Some(reason) => Err(EngineError::Unreachable {
+                    host: host.clone(),
+                    reason,
+                }),
+                None => Err(e),
             },
-        })?;
-    Ok(DockerEngine { docker, host })
+            Link::Direct(_) => Err(e),
+        },
+    };
+    let docker = negotiated.map_err(|e| match e {
+        EngineError::Unreachable { .. } => e,
+        other => EngineError::Unreachable {
+            host: host.clone(),
+            reason: other.to_string(),
+        },
+    })?;
+    let ssh = match link {
+        Link::Ssh(master) => Some(master),
+        Link::Direct(_) => None,
+    };
+    Ok(DockerEngine {
+        docker,
+        host,
+        _ssh: ssh,
+    })
+}
+
+/// How requests reach the daemon: directly (socket, TCP, TLS) or over one SSH connection.
+pub(super) enum Link {
+    Direct(Option<TlsFiles>),
+    Ssh(Arc<ssh::Master>),
+}
+
+/// What follows `ssh://`, for an SSH address.
+fn ssh_target(host: &str) -> Option<&str> {
+    let (scheme, rest) = host.split_once("://")?;
+    scheme.eq_ignore_ascii_case("ssh").then_some(rest)
+}
+
+/// Opens the run's one SSH connection (`DEPLOYCTL_SSH_CONFIG` replaces ~/.ssh/config).
+async fn start_ssh(
+    host: &str,
+    rest: &str,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Arc<ssh::Master>, EngineError> {
+    let unreachable = |reason: String| EngineError::Unreachable {
+        host: host.to_string(),
+        reason,
+    };
+    let target = ssh::Target::parse(rest).map_err(unreachable)?;
+    let config = env("DEPLOYCTL_SSH_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    if let Some(file) = &config
+        && !file.is_file()
+    {
+        return Err(unreachable(format!(
+            "DEPLOYCTL_SSH_CONFIG names {}, which is not a file: point it at an ssh_config file \
+             or unset it to use ~/.ssh/config",
+            file.display()
+        )));
+    }
+    ssh::Master::start(target, config)
+        .await
+        .map(Arc::new)
+        .map_err(unreachable)
+}
+
+/// `open`, over the link's SSH connection when there is one.
+pub(super) fn open_link(
+    host: &str,
+    link: &Link,
+    version: &ClientVersion,
+) -> Result<Docker, EngineError> {
+    match link {
+        Link::Direct(tls) => open(host, tls.as_ref(), version),
+        Link::Ssh(master) => ssh::docker(master.clone(), REQUEST_TIMEOUT.as_secs(), version)
+            .map_err(|e| EngineError::Unreachable {
+                host: host.to_string(),
+                reason: error_chain(&e),
+            }),
+    }
 }
 
 /// Client certificates for TLS, when the environment asks for verification.
@@ -69,7 +150,8 @@ pub(super) fn tls_settings(env: &dyn Fn(&str) -> Option<OsString>) -> Option<Tls
     })
 }
 
-/// Builds the client for `host` at `version`, without contacting the daemon.
+/// Builds the client for `host` at `version`, without contacting the daemon. `ssh://` addresses
+/// need their connection first: `open_link`.
 pub(super) fn open(
     host: &str,
     tls: Option<&TlsFiles>,
@@ -123,9 +205,15 @@ pub(super) fn open(
         ("tcp" | "http", _) => {
             Docker::connect_with_http(&format!("tcp://{rest}"), timeout, version)
         }
+        ("ssh", _) => {
+            return Err(unreachable(
+                "an ssh:// address is reached through its SSH connection (DockerEngine::connect)"
+                    .to_string(),
+            ));
+        }
         (other, _) => {
             return Err(unreachable(format!(
-                "the `{other}://` scheme is not supported; use unix://, tcp://, http:// or https://"
+                "the `{other}://` scheme is not supported; use unix://, tcp://, http://, https:// or ssh://"
             )));
         }
     };
@@ -138,16 +226,12 @@ pub(super) fn open(
 /// Finds the newest API version both sides speak. bollard's own `negotiate_version` asks at its
 /// newest version, which an older daemon refuses outright ("client version X is too new.
 /// Maximum supported API version is Y"); that answer names the version to use instead.
-pub(super) async fn negotiate(
-    docker: Docker,
-    host: &str,
-    tls: Option<&TlsFiles>,
-) -> EngineResult<Docker> {
+pub(super) async fn negotiate(docker: Docker, host: &str, link: &Link) -> EngineResult<Docker> {
     match with_deadline(host, docker.version()).await? {
         Ok(v) => {
             let server = v.api_version.as_deref().and_then(parse_version);
             match server {
-                Some(server) if server < docker.client_version() => open(host, tls, &server),
+                Some(server) if server < docker.client_version() => open_link(host, link, &server),
                 _ => Ok(docker),
             }
         }
@@ -158,7 +242,7 @@ pub(super) async fn negotiate(
             let Some(max) = max_supported_version(&message) else {
                 return Err(EngineError::Api(message));
             };
-            let docker = open(host, tls, &max)?;
+            let docker = open_link(host, link, &max)?;
             // Confirm the daemon takes requests at that version.
             with_deadline(host, docker.version())
                 .await?

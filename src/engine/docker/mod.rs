@@ -1,12 +1,14 @@
 //! `Engine` over bollard: the `DockerEngine` handle and its shared helpers. The trait methods are
 //! in `api`, connecting (host, TLS, API version) in `connect`, error mapping in `errors`, the
-//! conversions between our types and the API's in `convert`, the build context in `context`.
+//! conversions between our types and the API's in `convert`, the build context in `context`,
+//! the SSH transport (`ssh://`, one connection per engine) in `ssh`.
 
 mod api;
 mod connect;
 mod context;
 mod convert;
 mod errors;
+mod ssh;
 #[cfg(test)]
 mod tests;
 mod transfer;
@@ -50,11 +52,15 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 pub struct DockerEngine {
     docker: Docker,
     host: String,
+    /// The SSH connection of an `ssh://` engine: held here (and by every client cloned from
+    /// `docker`) so it lasts as long as the engine, and ends with it.
+    _ssh: Option<std::sync::Arc<ssh::Master>>,
 }
 
 impl DockerEngine {
     /// Connects to `host` (config's `docker.host`), else `DOCKER_HOST`, else the local socket,
-    /// and negotiates the API version. `unix://`, `tcp://`, `http://` and `https://` are
+    /// and negotiates the API version. `unix://`, `tcp://`, `http://`, `https://` and
+    /// `ssh://[user@]host[:port]` (one OpenSSH connection for the engine's life, see `ssh`) are
     /// understood; `DOCKER_TLS_VERIFY` + `DOCKER_CERT_PATH` (ca.pem, cert.pem, key.pem) turn a
     /// `tcp://` address into TLS. Fails with `Unreachable` within a few seconds when the daemon
     /// does not answer.
