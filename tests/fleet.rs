@@ -296,7 +296,7 @@ fn an_unreachable_host_changes_nothing(lab: &Lab, fleet: &FleetApp) {
     // An address on the lab's bridge that no host has.
     let last = &lab.hosts[2].ip;
     let (net, _) = last.rsplit_once('.').expect("an IPv4 address");
-    let ghost = format!("tcp://{net}.99:2375");
+    let ghost = format!("ssh://root@{net}.99");
     let mut hosts = fleet.hosts[..2].to_vec();
     hosts.push(ghost.clone());
     fleet.configure(&hosts, "");

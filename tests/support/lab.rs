@@ -210,23 +210,3 @@ impl Drop for Lab {
     }
 }
 
-// TEMPORARY (replaced by the SSH lab at integration): the fleet test's API over unix sockets.
-#[derive(Default)]
-pub struct LabOptions {
-    pub ssh: bool,
-}
-
-impl Lab {
-    pub fn start_with(n: usize, _opts: LabOptions) -> Lab {
-        Lab::start(n)
-    }
-    pub fn ssh_config(&self) -> PathBuf {
-        PathBuf::from("/dev/null")
-    }
-}
-
-impl LabHost {
-    pub fn ssh_host(&self) -> String {
-        self.unix_host.clone()
-    }
-}
