@@ -51,8 +51,22 @@ fn drop_nulls(value: &mut serde_json::Value) {
 
 pub async fn check(g: &Global, out: &Output) -> anyhow::Result<ExitCode> {
     let loaded = super::load(g, out)?;
-    let engine = super::connect(&loaded).await.ok();
-    let checks = run_checks(&loaded, engine.as_ref().map(|e| e as &dyn Engine)).await;
+    // Every engine of the environment (one, or each host of a fleet); why one cannot be
+    // reached (an SSH key refused, an unknown host key) is the docker check's detail.
+    let (engines, unreachable) = match super::connect_all(&loaded).await {
+        Ok(engines) => (engines, None),
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    };
+    let engine = engines.first().map(|h| &h.engine as &dyn Engine);
+    let mut checks = run_checks(&loaded, engine).await;
+    for c in checks.iter_mut().filter(|c| c.name == "docker") {
+        if let Some(why) = &unreachable {
+            c.detail = why.clone();
+        } else if engines.len() > 1 {
+            let hosts: Vec<&str> = engines.iter().map(|h| h.address.as_str()).collect();
+            c.detail = format!("{} hosts answer: {}", hosts.len(), hosts.join(", "));
+        }
+    }
     let text = crate::output::render_checks(&checks);
     let ok = checks.iter().all(|c| c.ok);
     out.result(&text, json!({ "ok": ok, "checks": checks }));
