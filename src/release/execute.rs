@@ -311,6 +311,11 @@ impl Run<'_, '_> {
                     p.switched_from = observed.live.clone();
                     p.switched_to = Some(new_target.clone());
                     p.switch_started = true;
+                    p.switch_health = Some(health.0.clone());
+                    p.back_health = plan.on_failure.iter().find_map(|s| match s {
+                        Step::SwitchBack { health, .. } => Some(health.0.clone()),
+                        _ => None,
+                    });
                 });
                 match target.switch(&new_target, &health.0, *drain_timeout).await {
                     Ok(ms) => {
@@ -409,10 +414,10 @@ impl Run<'_, '_> {
                 self.record_failure().await;
                 Ok(())
             }
-            Step::PruneFailed { .. } => {
+            Step::PruneFailed { keep_releases } => {
                 // The failed release itself is kept for inspection.
                 let now = target.observe().await?;
-                let images = super::plan::prune_images(session.loaded, &now, &plan.version);
+                let images = super::plan::prune_images(names, *keep_releases, &now, &plan.version);
                 if !images.is_empty() {
                     target.prune(&images).await;
                 }

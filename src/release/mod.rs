@@ -74,6 +74,10 @@ pub struct Progress {
     /// The target this run switches to (set when a switch begins).
     pub switched_to: Option<Target>,
     pub switch_started: bool,
+    /// The plan's checks of the two sides of the switch (the `Switch` step's for the new release,
+    /// the `SwitchBack` step's for the previous one), for the cleanup after a signal.
+    pub switch_health: Option<crate::health::HealthSpec>,
+    pub back_health: Option<crate::health::HealthSpec>,
     /// The previous release's container was told to stop: traffic must not go back to it.
     pub old_stopping: bool,
     pub record: Option<ReleaseRecord>,

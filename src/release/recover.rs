@@ -29,9 +29,15 @@ pub(crate) async fn recover_on(session: &Session<'_>, target: &dyn DeployTarget)
         return;
     }
     let drain = session.loaded.config.deploy.drain_timeout;
-    // Not plan-driven: the checks are the configured ones for the release switched to.
+    // The plan's checks of each side; the configured ones only for a side the plan has none
+    // for (no `SwitchBack` step when `rollback.automatic` is off).
     let spec = |t: &crate::proxy::protocol::Target| {
-        host::health_spec(&session.loaded.config, &t.container)
+        let planned = if progress.switched_to.as_ref() == Some(t) {
+            progress.switch_health.clone()
+        } else {
+            progress.back_health.clone()
+        };
+        planned.unwrap_or_else(|| host::health_spec(&session.loaded.config, &t.container))
     };
     let mut new_is_live = false;
     if progress.switch_started {

@@ -195,7 +195,7 @@ pub fn plan_deploy(loaded: &Loaded, req: &DeployRequest, observed: &Observed) ->
         health: Hidden(crate::host::health_spec(config, &container)),
     });
     steps.extend(go_live_steps(observed, &req.version));
-    let prune = prune_images(loaded, observed, &req.version);
+    let prune = prune_images(&names, config.deploy.keep_releases, observed, &req.version);
     if !prune.is_empty() {
         steps.push(Step::Prune { images: prune });
     }
@@ -467,9 +467,13 @@ fn live_state(observed: &Observed) -> LiveState {
 
 /// Images to remove after `new_version` becomes live: beyond the newest `keep_releases` good
 /// releases, never the live one, never the last good one, never one a container still runs.
-pub fn prune_images(loaded: &Loaded, observed: &Observed, new_version: &str) -> Vec<String> {
-    let names = Names::new(&loaded.config.app.name, &loaded.env);
-    let keep_n = loaded.config.deploy.keep_releases as usize;
+pub fn prune_images(
+    names: &Names,
+    keep_releases: u32,
+    observed: &Observed,
+    new_version: &str,
+) -> Vec<String> {
+    let keep_n = keep_releases as usize;
     let mut keep: BTreeSet<&str> = BTreeSet::from([new_version]);
     if let Some(live) = &observed.live {
         keep.insert(&live.version);

@@ -273,7 +273,7 @@ fn unknown_live_state_is_said_and_notifications_hide_their_url() {
 fn pruning_keeps_the_newest_good_releases_and_never_the_live_or_last_good() {
     let l = loaded("[deploy]\nkeep_releases = 2\n");
     let observed = after_releases(&["r1", "r2", "r3", "r4", "r5"], "blue");
-    let pruned = prune_images(&l, &observed, "r6");
+    let pruned = prune_images(&names(&l), l.config.deploy.keep_releases, &observed, "r6");
     assert_eq!(pruned, ["web:r1", "web:r2", "web:r3", "web:r4"]);
     let plan = plan_deploy(&l, &request("r6"), &observed);
     assert!(plan.steps.contains(&Step::Prune { images: pruned }));
@@ -285,7 +285,7 @@ fn pruning_keeps_the_newest_good_releases_and_never_the_live_or_last_good() {
         .releases
         .push(release("f2", Outcome::Failed, "green"));
     observed.images.insert("f2".into());
-    let pruned = prune_images(&l, &observed, "n3");
+    let pruned = prune_images(&names(&l), l.config.deploy.keep_releases, &observed, "n3");
     assert_eq!(pruned, ["web:f2"]);
 }
 
@@ -434,4 +434,8 @@ fn every_target_of_an_event_is_one_notify_step_sent_at_once() {
             NotifyKind::Discord
         ]]
     );
+}
+
+fn names(l: &Loaded) -> crate::names::Names {
+    crate::names::Names::new(&l.config.app.name, &l.env)
 }
