@@ -149,6 +149,7 @@ fn a_fleet_of_three_hosts_over_ssh() {
     drift_is_shown_and_repaired(&lab, &fleet);
     an_unreachable_host_changes_nothing(&lab, &fleet);
     builds_here_and_ships_to_a_single_remote_host(&lab);
+    the_lock_covers_every_host(&lab, &fleet);
     a_daemon_killed_after_the_switch_sends_the_others_back(&lab, &fleet);
 }
 
@@ -311,6 +312,30 @@ fn an_unreachable_host_changes_nothing(lab: &Lab, fleet: &FleetApp) {
     for h in &lab.hosts {
         assert_eq!(running_version(h, &fleet.app.name, "v6"), 0, "{}", h.name);
     }
+}
+
+fn the_lock_covers_every_host(lab: &Lab, fleet: &FleetApp) {
+    let lock = format!("deployctl-lock-{}", fleet.app.pair());
+    let held = |h: &LabHost| h.docker(&["inspect", &lock]).is_ok();
+    fleet
+        .run(&["lock", "acquire", "--reason", "incident"])
+        .assert_code(0);
+    assert!(lab.hosts.iter().all(held), "every host's lock is taken");
+    let status = fleet.run(&["lock", "status", "--output", "json"]).json();
+    assert_eq!(
+        status["hosts"].as_array().map(Vec::len),
+        Some(3),
+        "{status:#}"
+    );
+    let run = fleet.run(&["deploy", "--release", "v8"]);
+    run.assert_code(3);
+    assert!(
+        run.stderr.contains("incident"),
+        "the holder is named:\n{run}"
+    );
+    fleet.assert_serving("v5", "a locked fleet is not touched");
+    fleet.run(&["lock", "release"]).assert_code(0);
+    assert!(!lab.hosts.iter().any(held), "every host's lock is released");
 }
 
 fn builds_here_and_ships_to_a_single_remote_host(lab: &Lab) {
