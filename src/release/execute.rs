@@ -279,22 +279,15 @@ impl Run<'_, '_> {
                 timeout,
                 ..
             } => {
-                let env = session.hook_env(
-                    &plan.version,
-                    plan.previous.as_ref().map(|p| p.version.as_str()),
-                    plan.color,
-                    None,
-                );
-                let phase = Phase::start(
-                    reporter,
+                let detail = format!("{hook}: {}", crate::output::shell_join(command));
+                self.run_gating(
                     PhaseName::Hook,
-                    format!("{hook}: {}", crate::output::shell_join(command)),
-                );
-                let r = session
-                    .run_command(hook.as_str(), (command, *shell), &env, timeout.get())
-                    .await;
-                finish(phase, &r);
-                r
+                    detail,
+                    hook.as_str(),
+                    (command, *shell),
+                    *timeout,
+                )
+                .await
             }
             Step::Switch {
                 drain_timeout,
@@ -459,22 +452,9 @@ impl Run<'_, '_> {
                 shell,
                 timeout,
             } => {
-                let env = session.hook_env(
-                    &plan.version,
-                    plan.previous.as_ref().map(|p| p.version.as_str()),
-                    plan.color,
-                    None,
-                );
-                let phase = Phase::start(
-                    reporter,
-                    PhaseName::Test,
-                    crate::output::shell_join(command),
-                );
-                let r = session
-                    .run_command("test", (command, *shell), &env, timeout.get())
-                    .await;
-                finish(phase, &r);
-                r
+                let detail = crate::output::shell_join(command);
+                self.run_gating(PhaseName::Test, detail, "test", (command, *shell), *timeout)
+                    .await
             }
             // The id, not the tag, is what the container is made from: another environment's
             // build of the same version may move the tag while this deploy waits for its lock.
@@ -500,6 +480,31 @@ impl Run<'_, '_> {
             }
         };
         Ok(r)
+    }
+
+    /// A test or a hook that gates the run: its failure fails the release.
+    async fn run_gating(
+        &self,
+        phase: PhaseName,
+        detail: String,
+        source: &str,
+        command: (&[String], bool),
+        timeout: crate::config::Duration,
+    ) -> Result<(), Failed> {
+        let plan = self.plan;
+        let env = self.session.hook_env(
+            &plan.version,
+            plan.previous.as_ref().map(|p| p.version.as_str()),
+            plan.color,
+            None,
+        );
+        let phase = Phase::start(self.session.reporter, phase, detail);
+        let r = self
+            .session
+            .run_command(source, command, &env, timeout.get())
+            .await;
+        finish(phase, &r);
+        r
     }
 
     /// Puts traffic back on `previous`; how that went goes into the failure's reason.
