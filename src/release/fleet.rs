@@ -32,7 +32,7 @@ use crate::proxy::protocol::{ReleaseRecord, ReleaseSpec, Target};
 use crate::report::{FailureReport, HostReport};
 
 /// One host of the fleet.
-struct Member<'s, 'a> {
+pub(super) struct Member<'s, 'a> {
     session: &'s Session<'a>,
     single: SingleHost<'s, 'a>,
 }
@@ -146,7 +146,7 @@ impl<'s, 'a> Fleet<'s, 'a> {
 
     /// Runs `f` on the hosts, `parallel` at a time; the first failure stops the run and names
     /// its host.
-    async fn in_batches<'f, F, Fut>(&'f self, f: F) -> Result<(), FailureReport>
+    pub(super) async fn in_batches<'f, F, Fut>(&'f self, f: F) -> Result<(), FailureReport>
     where
         F: Fn(usize, &'f Member<'s, 'a>) -> Fut,
         Fut: std::future::Future<Output = Result<(), FailureReport>>,

@@ -1,8 +1,9 @@
 //! Unit tests of the interpreter without Docker (`fake`: the fake target and engine): its failure
-//! paths (`failures`), interrupts at each step (`interrupt`), and that a run's executed steps are its dry-run plan (`steps`).
+//! paths (`failures`), interrupts at each step (`interrupt`), that a run's executed steps are its dry-run plan (`steps`), and the fleet's batching (`fleet`).
 
 mod failures;
 mod fake;
+mod fleet;
 mod interrupt;
 mod steps;
 
