@@ -157,6 +157,18 @@ fn check_notify_keys_fit_the_kind(targets: &[Notify], root: &Node, errors: &mut 
             "to",
             "give the recipients: `to = [\"ops@example.com\"]`",
         );
+        let no_items = node_at(root, &at("to"))
+            .and_then(Node::as_array)
+            .is_some_and(<[Node]>::is_empty);
+        if no_items {
+            push(
+                root,
+                errors,
+                &at("to"),
+                "no recipient".into(),
+                "list at least one address, such as `to = [\"ops@example.com\"]`",
+            );
+        }
         if written("url") {
             push(
                 root,
