@@ -176,6 +176,13 @@ pub(super) async fn deliver(
         }
         None => return failed(target, 0, "no smtp_url is set".into(), reporter),
     };
+    // The config refuses this too; a target built in code gets the same answer.
+    let login = target.username_env.is_some() || target.password_env.is_some();
+    if login && server.security == SmtpSecurity::Plain && !server.is_loopback() {
+        let text = "a plain smtp:// connection to another host would send the password in clear: \
+                    use smtp+starttls:// or smtps://";
+        return failed(target, 0, text.into(), reporter);
+    }
     let mut secrets = Redactor::new();
     let credentials = match credentials(target) {
         Ok(c) => c,

@@ -314,3 +314,21 @@ async fn starttls_is_required_when_asked_for() {
     assert!(error.contains("STARTTLS"), "{sent:?}");
     assert!(plain.messages().is_empty());
 }
+
+#[tokio::test]
+async fn credentials_never_go_in_clear_to_another_host() {
+    // Refused before anything is read or sent (the config refuses it as well).
+    let target = with_login(email("smtp://mail.example.com"));
+    let sent = send(&[target], &success()).await;
+    assert_eq!(
+        sent.only(),
+        (
+            false,
+            0,
+            "a plain smtp:// connection to another host would send the password in clear: use \
+             smtp+starttls:// or smtps://"
+        ),
+        "{sent:?}"
+    );
+    assert_eq!(sent.warnings.len(), 1, "{sent:?}");
+}
