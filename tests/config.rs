@@ -267,7 +267,7 @@ fn errors_of_both_files_at_once_sorted_by_file_then_position() {
                 format!("{base}:6:8"),
                 "notify[0].kind",
                 "invalid value `slak`",
-                Some("did you mean `slack`? valid values: slack, discord, webhook")
+                Some("did you mean `slack`? valid values: slack, discord, webhook, email")
             ),
             (
                 format!("{base}:7:7"),
@@ -405,7 +405,10 @@ fn merge_tables_key_by_key_and_replace_arrays() {
     assert_eq!(c.git.branches, ["main"]);
     assert_eq!(c.notify.len(), 1);
     assert_eq!(c.notify[0].kind, NotifyKind::Webhook);
-    assert_eq!(c.notify[0].url, "https://example.com/hooks/deploy");
+    assert_eq!(
+        c.notify[0].url.as_deref(),
+        Some("https://example.com/hooks/deploy")
+    );
     // A table only the overlay has.
     assert_eq!(c.proxy.listen, "0.0.0.0:443");
     // Untouched sections keep the base (or the defaults).

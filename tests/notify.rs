@@ -43,7 +43,12 @@ impl Collect {
 fn target(kind: NotifyKind, url: String, on: &[NotifyEvent]) -> Notify {
     Notify {
         kind,
-        url,
+        url: Some(url),
+        smtp_url: None,
+        from: None,
+        to: Vec::new(),
+        username_env: None,
+        password_env: None,
         on: on.to_vec(),
         timeout: Duration(TIMEOUT),
     }

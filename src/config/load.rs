@@ -197,6 +197,12 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Error> {
     for secret in tree_secrets(&root_node) {
         redactor.add(&secret);
     }
+    // SMTP passwords of email targets: read from the process environment when sent.
+    for name in tree_password_envs(&root_node) {
+        if let Some(password) = opts.process_env.get(&name) {
+            redactor.add(password);
+        }
+    }
     validate::check_build_args_hold_no_secret(&sections, &root_node, &redactor, &mut errors);
     let warnings = warnings
         .iter()
@@ -358,6 +364,17 @@ fn tree_secrets(root: &Node) -> Vec<String> {
         }
     }
     out
+}
+
+/// The variables named by `notify[].password_env`.
+fn tree_password_envs(root: &Node) -> Vec<String> {
+    let targets = root.get(&["notify"]).and_then(Node::as_array);
+    targets
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| t.get(&["password_env"]).and_then(Node::as_str))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Redacts, sorts (file order, then position) and wraps the errors.

@@ -6,6 +6,7 @@ mod interpolate;
 mod listen;
 pub mod load;
 mod located;
+mod notify;
 mod rules;
 pub mod schema;
 mod tree;

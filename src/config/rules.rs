@@ -188,14 +188,62 @@ pub(crate) fn public_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Strin
 }
 
 /// A webhook URL: secret, so never quoted.
-pub(crate) fn webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    checked(d, |s: &String| {
+pub(crate) fn webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    optional(d, |s: &String| {
         check_url(s).map_err(|reason| {
             (
                 format!("invalid webhook URL: {reason}"),
                 Some("write an http:// or https:// URL"),
             )
         })
+    })
+}
+
+/// An SMTP server: `smtp://`, `smtp+starttls://` or `smtps://`, host and optional port, nothing
+/// else. Not quoted: a URL with a password in it is refused, not printed.
+pub(crate) fn smtp_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    optional(d, |s: &String| {
+        crate::notify::SmtpUrl::parse(s)
+            .map(|_| ())
+            .map_err(|(message, hint)| (format!("invalid SMTP URL: {message}"), Some(hint)))
+    })
+}
+
+const MAILBOX_HINT: &str =
+    "write an address such as `deploy@example.com` or `Deploy Bot <deploy@example.com>`";
+
+fn mailbox_rule(s: &String) -> Result<(), (String, Option<&'static str>)> {
+    s.parse::<lettre::message::Mailbox>()
+        .map(|_| ())
+        // The parser's own words say nothing more ("Invalid input").
+        .map_err(|_| (format!("`{s}` is not an email address"), Some(MAILBOX_HINT)))
+}
+
+/// An email address, with an optional display name.
+pub(crate) fn mailbox<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    optional(d, mailbox_rule)
+}
+
+/// A list of email addresses (each error points at its item; an empty list is refused by
+/// `validate.rs`, which sees the items left out).
+pub(crate) fn mailboxes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    each(d, mailbox_rule)
+}
+
+/// The name of an environment variable: letters, digits and `_`, not starting with a digit.
+pub(crate) fn opt_env_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    optional(d, |name: &String| {
+        if crate::util::valid_env_var_name(name) {
+            Ok(())
+        } else {
+            Err((
+                // Not quoted: it may be the secret itself, written where its name belongs.
+                "invalid environment variable name".to_owned(),
+                Some(
+                    "name the variable that holds the value (letters, digits and `_`), such as `SMTP_PASSWORD`; never the value itself",
+                ),
+            ))
+        }
     })
 }
 

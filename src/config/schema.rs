@@ -11,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use super::listen::ListenAddr;
+pub use super::notify::{Notify, NotifyEvent, NotifyKind};
 use super::rules;
 pub use super::units::{ByteSize, Duration};
 
@@ -424,39 +425,6 @@ pub struct CommandTable {
     pub shell: bool,
 }
 
-/// A notification target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Notify {
-    /// The payload format.
-    pub kind: NotifyKind,
-    /// The webhook URL; always treated as secret.
-    #[serde(deserialize_with = "rules::webhook_url")]
-    pub url: String,
-    /// Events that trigger it. Default: all.
-    #[serde(default = "default_notify_on")]
-    pub on: Vec<NotifyEvent>,
-    /// Time limit of one delivery attempt.
-    #[serde(default = "default_notify_timeout")]
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum NotifyKind {
-    Slack,
-    Discord,
-    Webhook,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum NotifyEvent {
-    Success,
-    Failure,
-    Rollback,
-}
-
 fn yes() -> bool {
     true
 }
@@ -538,17 +506,6 @@ fn default_max_error_rate() -> f64 {
 fn default_max_p95_latency() -> Duration {
     Duration::from_secs(1)
 }
-fn default_notify_on() -> Vec<NotifyEvent> {
-    vec![
-        NotifyEvent::Success,
-        NotifyEvent::Failure,
-        NotifyEvent::Rollback,
-    ]
-}
-fn default_notify_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
 macro_rules! default_from_serde {
     ($($ty:ty),*) => {$(
         impl Default for $ty {

@@ -4,7 +4,7 @@
 //! finding that depends on a value that had an error of its own (and was left out) is dropped.
 
 use super::de::{Seg, did_you_mean, node_at, path_text, value_at};
-use super::schema::{App, Build, Config, DockerConfig, Health};
+use super::schema::{App, Build, Config, DockerConfig, Health, Notify, NotifyKind};
 use super::tree::{Errors, Node, make_error};
 use crate::redact::Redactor;
 
@@ -46,6 +46,7 @@ pub(crate) struct Sections {
     build: Option<Build>,
     health: Option<Health>,
     docker: Option<DockerConfig>,
+    notify: Option<Vec<Notify>>,
 }
 
 impl Sections {
@@ -56,6 +57,7 @@ impl Sections {
                 build: Some(c.build.clone()),
                 health: Some(c.health.clone()),
                 docker: Some(c.docker.clone()),
+                notify: Some(c.notify.clone()),
             };
         }
         // A section that is not written takes its defaults.
@@ -70,6 +72,7 @@ impl Sections {
             build: section(root, "build"),
             health: section(root, "health"),
             docker: section(root, "docker"),
+            notify: section(root, "notify"),
         }
     }
 }
@@ -92,6 +95,120 @@ pub(crate) fn check(
     }
     if let Some(docker) = &sections.docker {
         check_one_kind_of_host(docker, root, errors);
+    }
+    if let Some(notify) = &sections.notify {
+        check_notify_keys_fit_the_kind(notify, root, errors);
+    }
+}
+
+/// Each `[[notify]]` has the keys of its kind, and only those: `url` for a webhook kind;
+/// `smtp_url`, `from` and `to` for email, with `username_env` and `password_env` together, and
+/// never over a plain connection that leaves the machine.
+fn check_notify_keys_fit_the_kind(targets: &[Notify], root: &Node, errors: &mut Errors<'_>) {
+    const EMAIL_KEYS: [&str; 5] = ["smtp_url", "from", "to", "username_env", "password_env"];
+    for (target, item) in targets.iter().zip(item_paths(root, &["notify"])) {
+        let at = |k: &str| {
+            let mut p = item.clone();
+            p.push(Seg::Key(k.to_owned()));
+            p
+        };
+        let written = |k: &str| node_at(root, &at(k)).is_some();
+        let missing = |errors: &mut Errors<'_>, k: &str, hint: &str| {
+            if let Some(table) = node_at(root, &item).filter(|_| !written(k)) {
+                let message = format!("missing required key `{k}`");
+                errors.push(
+                    table.loc,
+                    &path_text(&at(k)),
+                    message,
+                    Some(hint.to_owned()),
+                );
+            }
+        };
+        if target.kind != NotifyKind::Email {
+            missing(
+                errors,
+                "url",
+                "give the webhook URL: `url = \"${SLACK_WEBHOOK_URL}\"`",
+            );
+            for k in EMAIL_KEYS.into_iter().filter(|k| written(k)) {
+                let message = format!("`{k}` is only for email targets");
+                push(
+                    root,
+                    errors,
+                    &at(k),
+                    message,
+                    "remove it, or set `kind = \"email\"`",
+                );
+            }
+            continue;
+        }
+        missing(
+            errors,
+            "smtp_url",
+            "give the server: `smtp_url = \"smtps://mail.example.com\"`",
+        );
+        missing(
+            errors,
+            "from",
+            "give the sender: `from = \"deploy@example.com\"`",
+        );
+        missing(
+            errors,
+            "to",
+            "give the recipients: `to = [\"ops@example.com\"]`",
+        );
+        let no_items = node_at(root, &at("to"))
+            .and_then(Node::as_array)
+            .is_some_and(<[Node]>::is_empty);
+        if no_items {
+            push(
+                root,
+                errors,
+                &at("to"),
+                "no recipient".into(),
+                "list at least one address, such as `to = [\"ops@example.com\"]`",
+            );
+        }
+        if written("url") {
+            push(
+                root,
+                errors,
+                &at("url"),
+                "`url` is for webhook targets; an email target sends through `smtp_url`".into(),
+                "remove `url`, or set the webhook's kind (slack, discord or webhook)",
+            );
+        }
+        let (user, password) = (written("username_env"), written("password_env"));
+        if user != password {
+            let (set, unset) = if user {
+                ("username_env", "password_env")
+            } else {
+                ("password_env", "username_env")
+            };
+            push(
+                root,
+                errors,
+                &at(set),
+                format!("`{set}` is set without `{unset}`"),
+                "name both variables, the user name's and the password's, or neither",
+            );
+        }
+        let plain_remote = target
+            .smtp_url
+            .as_deref()
+            .and_then(|u| crate::notify::SmtpUrl::parse(u).ok())
+            .is_some_and(|u| u.security == crate::notify::SmtpSecurity::Plain && !u.is_loopback());
+        if plain_remote && (user || password) {
+            push(
+                root,
+                errors,
+                &at("smtp_url"),
+                "a plain `smtp://` connection to another host would send the password in clear"
+                    .into(),
+                "use `smtp+starttls://` or `smtps://` (plain `smtp://` takes credentials only on \
+                 localhost)",
+            );
+        }
     }
 }
 

@@ -1,15 +1,18 @@
-//! Notifications after a deploy or rollback: Slack, Discord and generic JSON webhooks.
+//! Notifications after a deploy or rollback: what is sent ([`Notification`]), to every target at
+//! once with the same retries and timeouts ([`send_all`]); the transports are in `http.rs`
+//! (Slack, Discord and generic JSON webhooks) and `email.rs` (SMTP).
 //!
 //! A notification never changes a run's outcome: every failure becomes a `Warning` event and a
-//! `Delivery` with `ok: false`. Webhook URLs carry tokens, so no text produced here (errors,
-//! warnings) ever contains the target's URL or its parts.
+//! `Delivery` with `ok: false`. Webhook URLs carry tokens and SMTP servers take passwords, so no
+//! text produced here (errors, warnings) ever contains a target's URL, its parts or a password.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::Serialize;
-use tokio::time::{Instant, sleep, timeout_at};
+use tokio::time::sleep;
 
 use crate::config::{Notify, NotifyEvent, NotifyKind};
 use crate::proxy::protocol::{Outcome, RunKind};
@@ -18,17 +21,20 @@ use crate::report::Report;
 use crate::report::Reporter;
 use crate::util::truncate_chars;
 
+mod email;
+mod http;
+
+pub use email::{SmtpSecurity, SmtpUrl, email_body, email_subject};
+pub use http::payload;
+
 /// Attempts per target, and the pause before each retry. Worst case per target:
 /// `MAX_ATTEMPTS * timeout + sum(BACKOFF)`; targets run concurrently, so that bounds the total.
 const MAX_ATTEMPTS: u32 = 3;
 const BACKOFF: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(400)];
 
-/// Discord rejects messages longer than this (in characters).
-const DISCORD_MAX_CHARS: usize = 2000;
-/// How much of a failure reason goes into a chat message; the webhook payload gets all of it.
+/// How much of a failure reason goes into a chat message; the webhook payload and the email get
+/// all of it.
 const CHAT_REASON_CHARS: usize = 300;
-/// How much of an error response's body is quoted in the error text.
-const BODY_SNIPPET_CHARS: usize = 120;
 
 /// What happened, as sent to every target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -143,39 +149,28 @@ pub async fn send_all(
     if selected.is_empty() {
         return Vec::new();
     }
-    let client = match build_client() {
-        Ok(client) => client,
-        Err(e) => {
+    // One HTTP client for the webhook targets, only when there is one.
+    let client = selected
+        .iter()
+        .any(|t| t.kind != NotifyKind::Email)
+        .then(|| {
+            http::build_client()
+                .map_err(|e| format!("could not set up the HTTP client: {}", innermost(&e)))
+        });
+    join_all(selected.iter().map(|t| async {
+        match (t.kind, &client) {
+            (NotifyKind::Email, _) => email::deliver(t, n, reporter).await,
+            (_, Some(Ok(client))) => http::deliver(client, t, n, reporter).await,
             // No URL is involved in building a client, but the text goes through the same
             // cleaning as every other error anyway.
-            let reason = format!("could not set up the HTTP client: {}", innermost(&e));
-            return selected
-                .iter()
-                .map(|t| {
-                    failed(
-                        t,
-                        0,
-                        secret_parts(&t.url).redact(&reason).into_owned(),
-                        reporter,
-                    )
-                })
-                .collect();
+            (_, Some(Err(reason))) => {
+                let secrets = http::secret_parts(t.url.as_deref().unwrap_or_default());
+                failed(t, 0, secrets.redact(reason).into_owned(), reporter)
+            }
+            (_, None) => failed(t, 0, "no HTTP client".into(), reporter),
         }
-    };
-    join_all(selected.iter().map(|t| deliver(&client, t, n, reporter))).await
-}
-
-/// The JSON body sent to a target of `kind`.
-pub fn payload(kind: NotifyKind, n: &Notification) -> serde_json::Value {
-    match kind {
-        NotifyKind::Webhook => serde_json::to_value(n).unwrap_or(serde_json::Value::Null),
-        NotifyKind::Slack => serde_json::json!({ "text": slack_escape(&n.summary()) }),
-        NotifyKind::Discord => serde_json::json!({
-            "content": truncate_chars(&n.summary(), DISCORD_MAX_CHARS),
-            // A failure reason may contain `@everyone`: never ping anyone.
-            "allowed_mentions": { "parse": [] },
-        }),
-    }
+    }))
+    .await
 }
 
 pub fn kind_name(kind: NotifyKind) -> &'static str {
@@ -183,68 +178,7 @@ pub fn kind_name(kind: NotifyKind) -> &'static str {
         NotifyKind::Slack => "slack",
         NotifyKind::Discord => "discord",
         NotifyKind::Webhook => "webhook",
-    }
-}
-
-fn build_client() -> Result<reqwest::Client, reqwest::Error> {
-    // The crate uses ring, not aws-lc: reqwest (built without a provider) takes the process
-    // default. An already installed provider is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .user_agent(concat!("deployctl/", env!("CARGO_PKG_VERSION")))
-        // A webhook that redirects is misconfigured; following would turn the POST into a GET.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-}
-
-/// One attempt's failure, and whether trying again may help.
-struct AttemptError {
-    text: String,
-    retry: bool,
-}
-
-async fn deliver(
-    client: &reqwest::Client,
-    target: &Notify,
-    n: &Notification,
-    reporter: &dyn Reporter,
-) -> Delivery {
-    let secrets = secret_parts(&target.url);
-    let url = match reqwest::Url::parse(&target.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => u,
-        // `ParseError`'s text never quotes the input.
-        Ok(_) => {
-            return failed(
-                target,
-                0,
-                "the URL must start with http:// or https://".into(),
-                reporter,
-            );
-        }
-        Err(e) => return failed(target, 0, format!("the URL is not valid: {e}"), reporter),
-    };
-    let body = payload(target.kind, n);
-    let per_attempt = target.timeout.get();
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match attempt(client, &url, &body, per_attempt).await {
-            Ok(()) => {
-                return Delivery {
-                    kind: target.kind,
-                    ok: true,
-                    attempts,
-                    error: None,
-                };
-            }
-            Err(e) => {
-                let text = secrets.redact(&e.text).into_owned();
-                if !e.retry || attempts >= MAX_ATTEMPTS {
-                    return failed(target, attempts, text, reporter);
-                }
-            }
-        }
-        sleep(BACKOFF[(attempts as usize - 1).min(BACKOFF.len() - 1)]).await;
+        NotifyKind::Email => "email",
     }
 }
 
@@ -266,92 +200,77 @@ fn failed(target: &Notify, attempts: u32, error: String, reporter: &dyn Reporter
     }
 }
 
-async fn attempt(
-    client: &reqwest::Client,
-    url: &reqwest::Url,
-    body: &serde_json::Value,
-    per_attempt: Duration,
-) -> Result<(), AttemptError> {
-    let deadline = Instant::from_std(crate::config::Duration::deadline(
-        std::time::Instant::now(),
-        per_attempt,
-    ));
-    let timed_out = || AttemptError {
+/// One attempt's failure, and whether trying again may help.
+struct AttemptError {
+    text: String,
+    retry: bool,
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `MAX_ATTEMPTS` are spent, with `BACKOFF`
+/// between attempts (each attempt keeps to the target's `timeout` itself). Every error text goes
+/// through `secrets` before it is kept or reported.
+async fn with_retries<F, Fut>(
+    target: &Notify,
+    secrets: &Redactor,
+    reporter: &dyn Reporter,
+    mut attempt: F,
+) -> Delivery
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), AttemptError>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt().await {
+            Ok(()) => {
+                return Delivery {
+                    kind: target.kind,
+                    ok: true,
+                    attempts,
+                    error: None,
+                };
+            }
+            Err(e) => {
+                let text = secrets.redact(&e.text).into_owned();
+                if !e.retry || attempts >= MAX_ATTEMPTS {
+                    return failed(target, attempts, text, reporter);
+                }
+            }
+        }
+        sleep(BACKOFF[(attempts as usize - 1).min(BACKOFF.len() - 1)]).await;
+    }
+}
+
+/// `timed out after 300ms`: the text of an attempt that hit the target's timeout.
+fn timed_out(per_attempt: Duration) -> AttemptError {
+    AttemptError {
         text: format!(
             "timed out after {}",
             humantime::format_duration(per_attempt)
         ),
         retry: true,
-    };
-    let response = match timeout_at(deadline, client.post(url.clone()).json(body).send()).await {
-        Err(_) => return Err(timed_out()),
-        Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
-        Ok(Err(e)) => return Err(transport_error(e.without_url())),
-        Ok(Ok(r)) => r,
-    };
-    let status = response.status();
-    if status.is_success() {
-        return Ok(());
     }
-    let mut text = format!("HTTP {}", status.as_u16());
-    if status.is_redirection() {
-        text.push_str(" (redirects are not followed)");
-    } else if let Some(snippet) = body_snippet(response, deadline).await {
-        text.push_str(": ");
-        text.push_str(&snippet);
-    }
-    let retry = status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
-    Err(AttemptError { text, retry })
 }
 
-/// The start of an error response's body, on one line (services say why there: Slack's
-/// `no_service`, Discord's `Invalid Webhook Token`). Best effort within the attempt's deadline.
-async fn body_snippet(mut response: reqwest::Response, deadline: Instant) -> Option<String> {
-    let mut bytes = Vec::new();
-    // Enough for the snippet; a huge error page is not read to the end.
-    while bytes.len() < BODY_SNIPPET_CHARS * 4 {
-        match timeout_at(deadline, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => bytes.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    let text = one_line(&String::from_utf8_lossy(&bytes));
-    (!text.is_empty()).then(|| truncate_chars(&text, BODY_SNIPPET_CHARS))
+/// The deadline of one attempt that starts now.
+fn attempt_deadline(per_attempt: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(crate::config::Duration::deadline(
+        std::time::Instant::now(),
+        per_attempt,
+    ))
 }
 
-fn transport_error(e: reqwest::Error) -> AttemptError {
-    if let Some(io) = find_io_error(&e) {
-        use std::io::ErrorKind::*;
-        let known = match io.kind() {
-            ConnectionRefused => Some("connection refused"),
-            ConnectionReset => Some("connection reset"),
-            ConnectionAborted => Some("connection aborted"),
-            UnexpectedEof => Some("the server closed the connection"),
-            _ => None,
-        };
-        if let Some(text) = known {
-            return AttemptError {
-                text: text.into(),
-                retry: true,
-            };
-        }
-    }
-    let cause = innermost(&e);
-    if e.is_builder() {
-        AttemptError {
-            text: format!("invalid request: {cause}"),
-            retry: false,
-        }
-    } else if e.is_connect() {
-        AttemptError {
-            text: format!("could not connect: {cause}"),
-            retry: true,
-        }
-    } else {
-        AttemptError {
-            text: format!("request failed: {cause}"),
-            retry: true,
-        }
+/// The plain words for the socket errors that say the server is not there (yet), which a retry
+/// may get past.
+fn known_io_error(e: &(dyn StdError + 'static)) -> Option<&'static str> {
+    use std::io::ErrorKind::*;
+    match find_io_error(e)?.kind() {
+        ConnectionRefused => Some("connection refused"),
+        ConnectionReset => Some("connection reset"),
+        ConnectionAborted => Some("connection aborted"),
+        UnexpectedEof => Some("the server closed the connection"),
+        _ => None,
     }
 }
 
@@ -376,38 +295,6 @@ fn innermost(e: &(dyn StdError + 'static)) -> String {
     last.to_string()
 }
 
-/// Everything of a webhook URL that may be a credential: the whole URL, its path and query, long
-/// path segments and query values, user and password.
-fn secret_parts(raw: &str) -> Redactor {
-    let mut r = Redactor::new();
-    r.add(raw);
-    r.add(raw.trim());
-    if let Ok(url) = reqwest::Url::parse(raw.trim()) {
-        r.add(url.as_str());
-        r.add(url.path());
-        if let Some(q) = url.query() {
-            r.add(q);
-        }
-        // Slack and Discord tokens are path segments of 9+ characters; words such as `api`,
-        // `hooks` or `services` are not, and masking them would only garble messages.
-        for segment in url.path_segments().into_iter().flatten() {
-            if segment.len() >= 9 {
-                r.add(segment);
-            }
-        }
-        for (_, value) in url.query_pairs() {
-            if value.len() >= 9 {
-                r.add(&value);
-            }
-        }
-        r.add(url.username());
-        if let Some(password) = url.password() {
-            r.add(password);
-        }
-    }
-    r
-}
-
 /// `42.0s` under a minute, `2m05s` above.
 fn format_ms(ms: u64) -> String {
     if ms < 60_000 {
@@ -427,19 +314,12 @@ fn one_line(text: &str) -> String {
         .join(" ")
 }
 
-/// Slack treats `&`, `<` and `>` as control characters in message text.
-fn slack_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::names::Color;
 
-    fn note(event: NotifyEvent, outcome: Outcome) -> Notification {
+    pub(super) fn note(event: NotifyEvent, outcome: Outcome) -> Notification {
         Notification {
             event,
             app: "demo".into(),
@@ -486,34 +366,6 @@ mod tests {
             n.summary(),
             "deployctl: demo rolled back to 3f2a9c1 on production (was 1a2b3c4) in 3.1s — http://127.0.0.1:8080"
         );
-    }
-
-    #[test]
-    fn discord_content_fits_the_limit_and_slack_is_escaped() {
-        let mut n = note(NotifyEvent::Failure, Outcome::Failed);
-        n.reason = Some("x".repeat(5000));
-        n.app = "a".repeat(3000);
-        let content = payload(NotifyKind::Discord, &n)["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert_eq!(content.chars().count(), DISCORD_MAX_CHARS);
-        assert!(content.ends_with('…'));
-
-        n.app = "demo".into();
-        n.reason = Some("<b> & co".into());
-        let text = payload(NotifyKind::Slack, &n)["text"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert!(text.ends_with(": &lt;b&gt; &amp; co"), "{text}");
-    }
-
-    #[test]
-    fn secret_parts_cover_tokens_but_not_short_words() {
-        let r = secret_parts("https://hooks.example.com/services/T0K3N-secret/B2?token=abcdefgh12");
-        let text = r.redact("x https://hooks.example.com/services/T0K3N-secret/B2?token=abcdefgh12 T0K3N-secret abcdefgh12 services");
-        assert_eq!(text, "x *** *** *** services");
     }
 
     #[test]
