@@ -9,7 +9,7 @@ use crate::engine::{ContainerSpec, Engine, PortPublish, RestartPolicy, VolumeMou
 use crate::health::{HealthOutcome, HealthSpec, ProbeResult};
 use crate::names::Names;
 use crate::proxy::protocol::{ProxyStatus, ReleaseRecord, SwitchRequest, SwitchResult};
-use crate::proxy::{CONTAINER_PORT, DEFAULT_STATE_DIR};
+use crate::proxy::{CONTAINER_METRICS_PORT, CONTAINER_PORT, DEFAULT_STATE_DIR};
 use crate::util::now_unix;
 
 /// Runs `deployctl proxy <args>` inside the proxy container and returns its stdout. A JSON
@@ -195,32 +195,50 @@ pub async fn ensure_proxy(
             .map_err(engine_err)?,
         None => {
             let (host_ip, host_port) = (config.proxy.listen.host_ip(), config.proxy.listen.port());
+            let mut cmd = vec![
+                "proxy".into(),
+                "run".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{CONTAINER_PORT}"),
+                "--state-dir".into(),
+                DEFAULT_STATE_DIR.into(),
+                "--idle-timeout".into(),
+                config.proxy.idle_timeout.to_string(),
+                "--header-read-timeout".into(),
+                config.proxy.header_read_timeout.to_string(),
+                "--max-connections".into(),
+                config.proxy.max_connections.to_string(),
+            ];
+            let mut ports = vec![PortPublish {
+                host_ip,
+                host_port,
+                container_port: CONTAINER_PORT,
+            }];
+            // Metrics: a listener of their own inside the container, published like `listen`.
+            if let Some(metrics) = &config.proxy.metrics {
+                cmd.extend([
+                    "--metrics".into(),
+                    format!("0.0.0.0:{CONTAINER_METRICS_PORT}"),
+                    "--metrics-app".into(),
+                    names.app.clone(),
+                    "--metrics-env".into(),
+                    names.env.clone(),
+                ]);
+                ports.push(PortPublish {
+                    host_ip: metrics.host_ip(),
+                    host_port: metrics.port(),
+                    container_port: CONTAINER_METRICS_PORT,
+                });
+            }
             let spec = ContainerSpec {
                 name: names.proxy(),
                 image: image.to_string(),
                 labels,
                 env: vec![],
-                cmd: Some(vec![
-                    "proxy".into(),
-                    "run".into(),
-                    "--listen".into(),
-                    format!("0.0.0.0:{CONTAINER_PORT}"),
-                    "--state-dir".into(),
-                    DEFAULT_STATE_DIR.into(),
-                    "--idle-timeout".into(),
-                    config.proxy.idle_timeout.to_string(),
-                    "--header-read-timeout".into(),
-                    config.proxy.header_read_timeout.to_string(),
-                    "--max-connections".into(),
-                    config.proxy.max_connections.to_string(),
-                ]),
+                cmd: Some(cmd),
                 network: Some(names.network()),
                 network_aliases: vec![],
-                ports: vec![PortPublish {
-                    host_ip,
-                    host_port,
-                    container_port: CONTAINER_PORT,
-                }],
+                ports,
                 restart_policy: RestartPolicy::UnlessStopped,
                 healthcheck: None,
                 mounts: vec![VolumeMount {

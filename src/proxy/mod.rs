@@ -6,6 +6,7 @@
 pub mod conn;
 mod control;
 mod forward;
+mod metrics;
 pub mod protocol;
 mod route;
 mod server;
@@ -15,8 +16,11 @@ mod switch;
 mod upstream;
 
 pub use conn::Limits;
-pub use control::{client_record, client_releases, client_status, client_switch, socket_path};
+pub use control::{
+    client_health_check, client_record, client_releases, client_status, client_switch, socket_path,
+};
 pub use forward::{NO_LIVE_BODY, UPSTREAM_DOWN_BODY};
+pub use metrics::{CONTAINER_METRICS_PORT, MetricsOptions};
 pub use server::{RunOptions, Server, run};
 pub use state::{LEDGER_FILE, STATE_FILE};
 

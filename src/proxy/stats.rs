@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::metrics::{Answer, Series};
 use super::protocol::{Target, TargetStats};
 
 /// Latency samples kept per target: enough for stable p99 over a verify window, 16 KiB each.
@@ -64,13 +65,22 @@ impl Default for Stats {
 }
 
 impl Stats {
-    /// Marks one request in flight until the returned guard is dropped.
-    pub fn begin(self: &Arc<Self>, global: &Arc<AtomicU64>) -> InFlight {
+    /// Marks one request in flight until the returned guard is dropped; `series` are its
+    /// metrics, when they are on.
+    pub fn begin(
+        self: &Arc<Self>,
+        global: &Arc<AtomicU64>,
+        series: Option<&Arc<Series>>,
+    ) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         global.fetch_add(1, Ordering::SeqCst);
+        if let Some(series) = series {
+            series.begin();
+        }
         InFlight {
             stats: Arc::clone(self),
             global: Arc::clone(global),
+            series: series.cloned(),
         }
     }
 
@@ -139,16 +149,33 @@ fn percentile_ms(sorted: &[u32], pct: f64) -> f64 {
 pub struct InFlight {
     stats: Arc<Stats>,
     global: Arc<AtomicU64>,
+    series: Option<Arc<Series>>,
 }
 
 impl InFlight {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+
+    /// Counts the request's answer (its head) in the stats and, when on, the metrics. A 5xx
+    /// or a failure counts as an error.
+    pub fn record(&self, latency: Duration, answer: Answer) {
+        let error = match answer {
+            Answer::Status(code) => code >= 500,
+            Answer::Failed => true,
+        };
+        self.stats.record(latency, error);
+        if let Some(series) = &self.series {
+            series.record(latency, answer);
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if let Some(series) = &self.series {
+            series.end();
+        }
         self.global.fetch_sub(1, Ordering::SeqCst);
         if self.stats.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.stats.idle.notify_waiters();
@@ -200,7 +227,7 @@ mod tests {
     async fn wait_idle_wakes_when_last_request_ends() {
         let stats = Arc::new(Stats::default());
         let global = Arc::new(AtomicU64::new(0));
-        let guard = stats.begin(&global);
+        let guard = stats.begin(&global, None);
         assert_eq!(global.load(Ordering::SeqCst), 1);
         let waiter = tokio::spawn({
             let stats = Arc::clone(&stats);

@@ -184,6 +184,7 @@ impl Proxy {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: state_dir.to_path_buf(),
             limits: Default::default(),
+            metrics: None,
         })
         .await
         .expect("bind proxy");
