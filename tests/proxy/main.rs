@@ -2,6 +2,7 @@
 //! upstream servers that answer their own name.
 
 mod harness;
+mod metrics;
 #[path = "../support/mod.rs"]
 mod support;
 
