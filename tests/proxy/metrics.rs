@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::{Proxy, get, switch_req, until};
-use crate::support::{Load, Reply, Stub, deployctl_bin, free_port};
+use crate::support::{App, Load, Reply, Stub, deployctl_bin, free_port, http_get};
 
 /// One sample of a scrape: its labels (unescaped) and value.
 #[derive(Debug, Clone)]
@@ -29,13 +29,20 @@ struct Sample {
 struct Scrape {
     samples: BTreeMap<String, Vec<Sample>>,
     types: BTreeMap<String, String>,
+    /// The `app` and `env` labels every sample must carry.
+    app: String,
+    env: String,
 }
 
 impl Scrape {
     /// Parses the text format strictly: every line is `# HELP`, `# TYPE` or
     /// `name{label="value",...} number`; panics on anything else.
-    fn parse(text: &str) -> Scrape {
-        let mut scrape = Scrape::default();
+    fn parse(text: &str, app: &str, env: &str) -> Scrape {
+        let mut scrape = Scrape {
+            app: app.into(),
+            env: env.into(),
+            ..Scrape::default()
+        };
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
@@ -102,12 +109,12 @@ impl Scrape {
             .unwrap_or_default()
     }
 
-    /// The one value of `name` with labels `want`; every sample carries app `web`, env `prod`.
+    /// The one value of `name` with labels `want`, which also carries the app and env labels.
     fn value(&self, name: &str, want: &[(&str, &str)]) -> u64 {
         let found = self.find(name, want);
         assert_eq!(found.len(), 1, "one {name} {want:?}, got {found:?}");
-        assert_eq!(found[0].labels["app"], "web");
-        assert_eq!(found[0].labels["env"], "prod");
+        assert_eq!(found[0].labels["app"], self.app);
+        assert_eq!(found[0].labels["env"], self.env);
         let v = found[0].value;
         assert!(v >= 0.0 && v.fract() == 0.0, "{name} {want:?} = {v}");
         v as u64
@@ -193,7 +200,7 @@ async fn scrape(addr: SocketAddr) -> Scrape {
         head.contains("\r\ncontent-type: text/plain; version=0.0.4"),
         "{head}"
     );
-    Scrape::parse(&body)
+    Scrape::parse(&body, "web", "prod")
 }
 
 fn target(addr: impl ToString, version: &str, color: Color) -> Target {
@@ -442,4 +449,36 @@ async fn checks_of_deployctl_proxy_health_are_counted_by_the_proxy() {
         failed
     );
     proxy.stop().await;
+}
+
+/// On Docker: `proxy.metrics` makes the deployed proxy publish its metrics on the host, labelled
+/// with the app and environment, counting what went through its public port.
+#[test]
+fn a_deployed_proxy_publishes_its_metrics_on_the_host() {
+    let app = App::with_overlay("dctmetrics", "0s", "");
+    let metrics_port = free_port();
+    let overlay = app.root().join("environments/test.toml");
+    let mut text = std::fs::read_to_string(&overlay).expect("overlay");
+    // The overlay ends in the `[proxy]` table.
+    text.push_str(&format!("metrics = \"127.0.0.1:{metrics_port}\"\n"));
+    std::fs::write(&overlay, text).expect("write overlay");
+    app.commit("metrics on");
+    app.deploy("v1", &[]).assert_code(0);
+    for _ in 0..5 {
+        let (status, body) = app.get().expect("through the proxy");
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = http_get(metrics_port, "/metrics").expect("metrics on the host");
+    assert_eq!(status, 200, "{body}");
+    let m = Scrape::parse(&body, &app.name, "test");
+    assert_eq!(m.requests("blue", "v1", "2xx"), 5, "{body}");
+    assert_eq!(m.histogram_count("blue"), 5);
+    assert_eq!(m.live(), vec![("blue".into(), "v1".into())]);
+    assert_eq!(m.value("deployctl_proxy_switches_total", &[]), 1);
+    // The gate's checks (healthy_threshold = 2, run through `docker exec`) and the switch's.
+    let passed = m.value("deployctl_proxy_health_checks_total", &[("result", "pass")]);
+    assert!(passed >= 3, "{body}");
+    // The public port forwards `/metrics` to the app like any other path.
+    let (_, public) = http_get(app.port, "/metrics").expect("through the proxy");
+    assert!(!public.contains("deployctl_proxy_"), "{public}");
 }
