@@ -166,7 +166,12 @@ pub fn health_spec(config: &Config, host: &str) -> HealthSpec {
     }
 }
 
+/// Label of the proxy container: the `proxy.metrics` address it was created with ("" for off).
+const METRICS_LABEL: &str = "deployctl.proxy-metrics";
+
 /// Creates or starts the proxy as needed and waits until it answers on its control socket.
+/// An existing proxy made with another `proxy.metrics` is kept, with a warning: recreating it
+/// pauses traffic, so that is left to the user.
 pub async fn ensure_proxy(
     engine: &dyn Engine,
     loaded: &Loaded,
@@ -174,8 +179,14 @@ pub async fn ensure_proxy(
     image: &str,
 ) -> anyhow::Result<()> {
     let config = &loaded.config;
+    let metrics_wanted = config
+        .proxy
+        .metrics
+        .map(|m| m.to_string())
+        .unwrap_or_default();
     let mut labels = names.labels("proxy");
     labels.insert(labels::CREATED.into(), now_unix().to_string());
+    labels.insert(METRICS_LABEL.into(), metrics_wanted.clone());
     if let Some(l) = engine
         .volume_labels(&names.state_volume())
         .await
@@ -187,7 +198,28 @@ pub async fn ensure_proxy(
         .ensure_volume(&names.state_volume(), &names.labels("state"))
         .await
         .map_err(engine_err)?;
-    match owned_container(engine, names, &names.proxy()).await? {
+    let existing = owned_container(engine, names, &names.proxy()).await?;
+    if let Some(info) = &existing {
+        let made_with = info.labels.get(METRICS_LABEL).map_or("", String::as_str);
+        if made_with != metrics_wanted {
+            let show = |m: &str| {
+                if m.is_empty() {
+                    "off".to_owned()
+                } else {
+                    format!("\"{m}\"")
+                }
+            };
+            tracing::warn!(
+                "proxy.metrics is {} but the proxy {} was created with {}: it keeps that until it \
+                 is recreated (`docker rm -f {}`, then deploy; traffic pauses meanwhile)",
+                show(&metrics_wanted),
+                names.proxy(),
+                show(made_with),
+                names.proxy()
+            );
+        }
+    }
+    match existing {
         Some(info) if info.state.running => return Ok(()),
         Some(_) => engine
             .start_container(&names.proxy())

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::{Proxy, get, switch_req, until};
-use crate::support::{App, Load, Reply, Stub, deployctl_bin, free_port, http_get};
+use crate::support::{self, App, Load, Reply, Stub, deployctl_bin, free_port, http_get};
 
 /// One sample of a scrape: its labels (unescaped) and value.
 #[derive(Debug, Clone)]
@@ -452,10 +452,12 @@ async fn checks_of_deployctl_proxy_health_are_counted_by_the_proxy() {
 }
 
 /// On Docker: `proxy.metrics` makes the deployed proxy publish its metrics on the host, labelled
-/// with the app and environment, counting what went through its public port.
+/// with the app and environment, counting what went through its public port. A proxy created
+/// before the setting keeps running without it, and the deploy says how to apply it.
 #[test]
 fn a_deployed_proxy_publishes_its_metrics_on_the_host() {
     let app = App::with_overlay("dctmetrics", "0s", "");
+    app.deploy("v1", &[]).assert_code(0);
     let metrics_port = free_port();
     let overlay = app.root().join("environments/test.toml");
     let mut text = std::fs::read_to_string(&overlay).expect("overlay");
@@ -463,7 +465,28 @@ fn a_deployed_proxy_publishes_its_metrics_on_the_host() {
     text.push_str(&format!("metrics = \"127.0.0.1:{metrics_port}\"\n"));
     std::fs::write(&overlay, text).expect("write overlay");
     app.commit("metrics on");
-    app.deploy("v1", &[]).assert_code(0);
+
+    let run = app.deploy("v2", &[]);
+    run.assert_code(0);
+    let warning = format!(
+        "proxy.metrics is \"127.0.0.1:{metrics_port}\" but the proxy {} was created with off",
+        app.proxy()
+    );
+    assert!(run.stderr.contains(&warning), "{}", run.transcript());
+    assert!(
+        http_get(metrics_port, "/metrics").is_err(),
+        "not published yet"
+    );
+
+    // Recreated, the proxy restores v2 from its state volume; v3 then goes live (blue).
+    support::docker(&["rm", "-f", &app.proxy()]).expect("remove the proxy");
+    let run = app.deploy("v3", &[]);
+    run.assert_code(0);
+    assert!(
+        !run.stderr.contains("proxy.metrics is"),
+        "{}",
+        run.transcript()
+    );
     for _ in 0..5 {
         let (status, body) = app.get().expect("through the proxy");
         assert_eq!(status, 200, "{body}");
@@ -471,9 +494,9 @@ fn a_deployed_proxy_publishes_its_metrics_on_the_host() {
     let (status, body) = http_get(metrics_port, "/metrics").expect("metrics on the host");
     assert_eq!(status, 200, "{body}");
     let m = Scrape::parse(&body, &app.name, "test");
-    assert_eq!(m.requests("blue", "v1", "2xx"), 5, "{body}");
+    assert_eq!(m.requests("blue", "v3", "2xx"), 5, "{body}");
     assert_eq!(m.histogram_count("blue"), 5);
-    assert_eq!(m.live(), vec![("blue".into(), "v1".into())]);
+    assert_eq!(m.live(), vec![("blue".into(), "v3".into())]);
     assert_eq!(m.value("deployctl_proxy_switches_total", &[]), 1);
     // The gate's checks (healthy_threshold = 2, run through `docker exec`) and the switch's.
     let passed = m.value("deployctl_proxy_health_checks_total", &[("result", "pass")]);
@@ -481,4 +504,39 @@ fn a_deployed_proxy_publishes_its_metrics_on_the_host() {
     // The public port forwards `/metrics` to the app like any other path.
     let (_, public) = http_get(app.port, "/metrics").expect("through the proxy");
     assert!(!public.contains("deployctl_proxy_"), "{public}");
+}
+
+/// `proxy.metrics` is a listen address like `proxy.listen`: a bad one is a located error (exit 2).
+#[test]
+fn proxy_metrics_is_a_located_listen_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("environments")).expect("mkdir");
+    std::fs::write(dir.path().join("environments/t.toml"), "").expect("write env");
+    let config = |metrics: &str| {
+        std::fs::write(
+            dir.path().join("deploy.toml"),
+            format!("[app]\nname = \"x\"\n\n[proxy]\nmetrics = {metrics}\n"),
+        )
+        .expect("write deploy.toml");
+        Command::new(deployctl_bin())
+            .args(["config", "--env", "t", "--config"])
+            .arg(dir.path().join("deploy.toml"))
+            .env_remove("DEPLOYCTL_ENV")
+            .env_remove("DEPLOYCTL_CONFIG")
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("deployctl config")
+    };
+    let bad = config("\"localhost:9464\"");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr
+            .contains("deploy.toml:5:11: `proxy.metrics`: invalid listen address `localhost:9464`"),
+        "{stderr}"
+    );
+    let good = config("\"127.0.0.1:9464\"");
+    assert!(good.status.success(), "{good:?}");
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert!(stdout.contains("metrics = \"127.0.0.1:9464\""), "{stdout}");
 }
