@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::{Context, bail};
 use hyper::http::uri::Authority;
 
-use super::metrics::{Metrics, Series};
+use super::metrics::Metrics;
 use super::protocol::{ProxyStatus, Target};
 use super::stats::{InFlight, Stats};
 use super::upstream::Upstream;
@@ -22,8 +22,6 @@ pub struct Route {
     pub target: Target,
     pub upstream: Upstream,
     pub stats: Arc<Stats>,
-    /// Its (colour, version) series of the metrics, when they are on; attached by the router.
-    series: Option<Arc<Series>>,
 }
 
 impl Route {
@@ -33,7 +31,6 @@ impl Route {
             target,
             upstream: Upstream::new(authority),
             stats: Arc::new(Stats::default()),
-            series: None,
         })
     }
 }
@@ -49,9 +46,11 @@ pub fn parse_addr(addr: &str) -> anyhow::Result<Authority> {
     Ok(authority)
 }
 
-/// `route` recording into its series of `metrics`.
+/// `route` (just made, so its stats are fresh) recording into its series of `metrics` too.
 fn with_series(mut route: Route, metrics: Option<&Metrics>) -> Route {
-    route.series = metrics.map(|m| m.series(&route.target));
+    if let Some(metrics) = metrics {
+        route.stats = Arc::new(Stats::new(Some(metrics.series(&route.target))));
+    }
     route
 }
 
@@ -98,7 +97,7 @@ impl Router {
     pub fn acquire(&self) -> Option<(Arc<Route>, InFlight)> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         let route = live.route.as_ref()?;
-        let guard = route.stats.begin(&self.in_flight, route.series.as_ref());
+        let guard = route.stats.begin(&self.in_flight);
         Some((Arc::clone(route), guard))
     }
 

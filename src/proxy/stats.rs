@@ -21,6 +21,8 @@ pub struct Stats {
     /// Woken each time `in_flight` drops to zero (the drain waits on it).
     idle: Notify,
     latencies: Ring,
+    /// The target's (colour, version) series of the metrics, when they are on.
+    series: Option<Arc<Series>>,
 }
 
 /// Fixed-size ring of latencies in microseconds: the most recent samples win. Lock-free, as
@@ -51,6 +53,13 @@ impl Ring {
 
 impl Default for Stats {
     fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Stats {
+    /// Stats that also record into `series` (the metrics), when given.
+    pub fn new(series: Option<Arc<Series>>) -> Self {
         Self {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -60,27 +69,22 @@ impl Default for Stats {
                 samples: (0..LATENCY_SAMPLES).map(|_| AtomicU32::new(0)).collect(),
                 written: AtomicUsize::new(0),
             },
+            series,
         }
     }
 }
 
 impl Stats {
-    /// Marks one request in flight until the returned guard is dropped; `series` are its
-    /// metrics, when they are on.
-    pub fn begin(
-        self: &Arc<Self>,
-        global: &Arc<AtomicU64>,
-        series: Option<&Arc<Series>>,
-    ) -> InFlight {
+    /// Marks one request in flight until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>, global: &Arc<AtomicU64>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         global.fetch_add(1, Ordering::SeqCst);
-        if let Some(series) = series {
+        if let Some(series) = &self.series {
             series.begin();
         }
         InFlight {
             stats: Arc::clone(self),
             global: Arc::clone(global),
-            series: series.cloned(),
         }
     }
 
@@ -149,7 +153,6 @@ fn percentile_ms(sorted: &[u32], pct: f64) -> f64 {
 pub struct InFlight {
     stats: Arc<Stats>,
     global: Arc<AtomicU64>,
-    series: Option<Arc<Series>>,
 }
 
 impl InFlight {
@@ -165,7 +168,7 @@ impl InFlight {
             Answer::Failed => true,
         };
         self.stats.record(latency, error);
-        if let Some(series) = &self.series {
+        if let Some(series) = &self.stats.series {
             series.record(latency, answer);
         }
     }
@@ -173,7 +176,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(series) = &self.series {
+        if let Some(series) = &self.stats.series {
             series.end();
         }
         self.global.fetch_sub(1, Ordering::SeqCst);
@@ -227,7 +230,7 @@ mod tests {
     async fn wait_idle_wakes_when_last_request_ends() {
         let stats = Arc::new(Stats::default());
         let global = Arc::new(AtomicU64::new(0));
-        let guard = stats.begin(&global, None);
+        let guard = stats.begin(&global);
         assert_eq!(global.load(Ordering::SeqCst), 1);
         let waiter = tokio::spawn({
             let stats = Arc::clone(&stats);
