@@ -1,5 +1,5 @@
 //! The built-in reverse proxy: owns the public port, forwards to the live release, switches
-//! atomically and drains the old one. Runs as `deployctl proxy run` in its own container; the CLI
+//! atomically and drains the old one; with `proxy.metrics`, serves Prometheus metrics. Runs as `deployctl proxy run` in its own container; the CLI
 //! controls it only through `docker exec deployctl proxy <command>`, whose client side talks to
 //! the server over a unix socket in the state dir.
 

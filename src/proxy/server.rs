@@ -1,4 +1,5 @@
-//! `deployctl proxy run`: the public HTTP listener plus the control socket.
+//! `deployctl proxy run`: the public HTTP listener plus the control socket, and the metrics
+//! listener when `proxy.metrics` is on.
 
 use std::future::Future;
 use std::net::SocketAddr;
