@@ -209,3 +209,4 @@ impl Drop for Lab {
         }
     }
 }
+
