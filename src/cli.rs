@@ -210,6 +210,15 @@ pub enum ProxyCommand {
         /// Answer 503 to connections beyond this many open ones (`proxy.max_connections`)
         #[arg(long, default_value_t = crate::proxy::conn::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Serve Prometheus metrics (`GET /metrics`) on this address (`proxy.metrics`)
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+        /// The `app` label of every metric
+        #[arg(long, default_value = "")]
+        metrics_app: String,
+        /// The `env` label of every metric
+        #[arg(long, default_value = "")]
+        metrics_env: String,
     },
     /// Health-check a target, swap the live pointer, drain the old target (JSON request)
     Switch {
@@ -232,6 +241,9 @@ pub enum ProxyCommand {
         /// Watch for this many milliseconds instead of waiting for healthy
         #[arg(long)]
         watch_ms: Option<u64>,
+        /// Each check's result is counted in the metrics of the proxy serving this state dir
+        #[arg(long, default_value = crate::proxy::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
     },
     /// Add or update a release record (JSON)
     Record {

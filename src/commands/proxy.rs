@@ -18,6 +18,9 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
             idle_timeout,
             header_read_timeout,
             max_connections,
+            metrics,
+            metrics_app,
+            metrics_env,
         } => {
             let limits = proxy::Limits {
                 idle_timeout: idle_timeout.into(),
@@ -28,6 +31,11 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
                 listen,
                 state_dir,
                 limits,
+                metrics: metrics.map(|listen| proxy::MetricsOptions {
+                    listen,
+                    app: metrics_app,
+                    env: metrics_env,
+                }),
             })
             .await?;
         }
@@ -45,11 +53,25 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
         ProxyCommand::Releases { state_dir } => {
             print_json(&proxy::client_releases(&state_dir).await?)?
         }
-        ProxyCommand::Health { spec, watch_ms } => {
+        ProxyCommand::Health {
+            spec,
+            watch_ms,
+            state_dir,
+        } => {
             let spec: HealthSpec = serde_json::from_str(&payload(spec)?)
                 .map_err(|e| Error::Usage(format!("bad health spec: {e}")))?;
+            // Each result also goes to the running proxy, for its metrics, off the probe loop.
+            let (results, mut counted) = tokio::sync::mpsc::unbounded_channel::<bool>();
+            let counter = tokio::spawn(async move {
+                while let Some(passed) = counted.recv().await {
+                    if let Err(e) = proxy::client_health_check(&state_dir, passed).await {
+                        tracing::debug!(error = %format!("{e:#}"), "health check not counted");
+                    }
+                }
+            });
             // Each probe is a line the CLI reads as it arrives.
             let mut on_probe = |p: &health::ProbeResult| {
+                let _ = results.send(p.ok);
                 if let Ok(line) = serde_json::to_string(p) {
                     let mut stdout = std::io::stdout().lock();
                     let _ = writeln!(stdout, "{line}");
@@ -62,6 +84,10 @@ pub async fn proxy(cmd: ProxyCommand) -> anyhow::Result<ExitCode> {
             };
             let outcome = health::run(&spec, &ending, &mut on_probe).await;
             print_json(&outcome)?;
+            drop(results);
+            // The last results are counted before exiting; a proxy that does not answer only
+            // loses them.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), counter).await;
         }
     }
     Ok(ExitCode::Ok)

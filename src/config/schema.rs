@@ -271,6 +271,10 @@ pub struct Proxy {
     )]
     #[schemars(range(min = 1))]
     pub max_connections: u32,
+    /// Serve Prometheus metrics (`GET /metrics`) on this host address, `PORT` or `IP:PORT`,
+    /// such as `127.0.0.1:9464` (off when unset).
+    #[serde(default)]
+    pub metrics: Option<ListenAddr>,
 }
 
 /// Health gating.

@@ -9,7 +9,7 @@ use crate::engine::{ContainerSpec, Engine, PortPublish, RestartPolicy, VolumeMou
 use crate::health::{HealthOutcome, HealthSpec, ProbeResult};
 use crate::names::Names;
 use crate::proxy::protocol::{ProxyStatus, ReleaseRecord, SwitchRequest, SwitchResult};
-use crate::proxy::{CONTAINER_PORT, DEFAULT_STATE_DIR};
+use crate::proxy::{CONTAINER_METRICS_PORT, CONTAINER_PORT, DEFAULT_STATE_DIR};
 use crate::util::now_unix;
 
 /// Runs `deployctl proxy <args>` inside the proxy container and returns its stdout. A JSON
@@ -166,7 +166,12 @@ pub fn health_spec(config: &Config, host: &str) -> HealthSpec {
     }
 }
 
+/// Label of the proxy container: the `proxy.metrics` address it was created with ("" for off).
+const METRICS_LABEL: &str = "deployctl.proxy-metrics";
+
 /// Creates or starts the proxy as needed and waits until it answers on its control socket.
+/// An existing proxy made with another `proxy.metrics` is kept, with a warning: recreating it
+/// pauses traffic, so that is left to the user.
 pub async fn ensure_proxy(
     engine: &dyn Engine,
     loaded: &Loaded,
@@ -174,8 +179,14 @@ pub async fn ensure_proxy(
     image: &str,
 ) -> anyhow::Result<()> {
     let config = &loaded.config;
+    let metrics_wanted = config
+        .proxy
+        .metrics
+        .map(|m| m.to_string())
+        .unwrap_or_default();
     let mut labels = names.labels("proxy");
     labels.insert(labels::CREATED.into(), now_unix().to_string());
+    labels.insert(METRICS_LABEL.into(), metrics_wanted.clone());
     if let Some(l) = engine
         .volume_labels(&names.state_volume())
         .await
@@ -187,7 +198,28 @@ pub async fn ensure_proxy(
         .ensure_volume(&names.state_volume(), &names.labels("state"))
         .await
         .map_err(engine_err)?;
-    match owned_container(engine, names, &names.proxy()).await? {
+    let existing = owned_container(engine, names, &names.proxy()).await?;
+    if let Some(info) = &existing {
+        let made_with = info.labels.get(METRICS_LABEL).map_or("", String::as_str);
+        if made_with != metrics_wanted {
+            let show = |m: &str| {
+                if m.is_empty() {
+                    "off".to_owned()
+                } else {
+                    format!("\"{m}\"")
+                }
+            };
+            tracing::warn!(
+                "proxy.metrics is {} but the proxy {} was created with {}: it keeps that until it \
+                 is recreated (`docker rm -f {}`, then deploy; traffic pauses meanwhile)",
+                show(&metrics_wanted),
+                names.proxy(),
+                show(made_with),
+                names.proxy()
+            );
+        }
+    }
+    match existing {
         Some(info) if info.state.running => return Ok(()),
         Some(_) => engine
             .start_container(&names.proxy())
@@ -195,32 +227,50 @@ pub async fn ensure_proxy(
             .map_err(engine_err)?,
         None => {
             let (host_ip, host_port) = (config.proxy.listen.host_ip(), config.proxy.listen.port());
+            let mut cmd = vec![
+                "proxy".into(),
+                "run".into(),
+                "--listen".into(),
+                format!("0.0.0.0:{CONTAINER_PORT}"),
+                "--state-dir".into(),
+                DEFAULT_STATE_DIR.into(),
+                "--idle-timeout".into(),
+                config.proxy.idle_timeout.to_string(),
+                "--header-read-timeout".into(),
+                config.proxy.header_read_timeout.to_string(),
+                "--max-connections".into(),
+                config.proxy.max_connections.to_string(),
+            ];
+            let mut ports = vec![PortPublish {
+                host_ip,
+                host_port,
+                container_port: CONTAINER_PORT,
+            }];
+            // Metrics: a listener of their own inside the container, published like `listen`.
+            if let Some(metrics) = &config.proxy.metrics {
+                cmd.extend([
+                    "--metrics".into(),
+                    format!("0.0.0.0:{CONTAINER_METRICS_PORT}"),
+                    "--metrics-app".into(),
+                    names.app.clone(),
+                    "--metrics-env".into(),
+                    names.env.clone(),
+                ]);
+                ports.push(PortPublish {
+                    host_ip: metrics.host_ip(),
+                    host_port: metrics.port(),
+                    container_port: CONTAINER_METRICS_PORT,
+                });
+            }
             let spec = ContainerSpec {
                 name: names.proxy(),
                 image: image.to_string(),
                 labels,
                 env: vec![],
-                cmd: Some(vec![
-                    "proxy".into(),
-                    "run".into(),
-                    "--listen".into(),
-                    format!("0.0.0.0:{CONTAINER_PORT}"),
-                    "--state-dir".into(),
-                    DEFAULT_STATE_DIR.into(),
-                    "--idle-timeout".into(),
-                    config.proxy.idle_timeout.to_string(),
-                    "--header-read-timeout".into(),
-                    config.proxy.header_read_timeout.to_string(),
-                    "--max-connections".into(),
-                    config.proxy.max_connections.to_string(),
-                ]),
+                cmd: Some(cmd),
                 network: Some(names.network()),
                 network_aliases: vec![],
-                ports: vec![PortPublish {
-                    host_ip,
-                    host_port,
-                    container_port: CONTAINER_PORT,
-                }],
+                ports,
                 restart_policy: RestartPolicy::UnlessStopped,
                 healthcheck: None,
                 mounts: vec![VolumeMount {

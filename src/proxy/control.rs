@@ -64,6 +64,12 @@ impl Controller {
             ControlRequest::Releases => Ok(ControlResponse::Releases {
                 releases: self.ledger.lock().await.clone(),
             }),
+            ControlRequest::HealthCheck { passed } => {
+                if let Some(metrics) = self.router.metrics() {
+                    metrics.health_check(passed);
+                }
+                Ok(ControlResponse::Counted)
+            }
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(error = %format!("{e:#}"), "control request failed");
@@ -188,6 +194,21 @@ pub async fn client_status(state_dir: &Path) -> anyhow::Result<ProxyStatus> {
 pub async fn client_record(state_dir: &Path, record: ReleaseRecord) -> anyhow::Result<()> {
     match call(state_dir, &ControlRequest::Record(record), QUICK_TIMEOUT).await? {
         ControlResponse::Recorded => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Counts one health check run from the proxy container in the proxy's metrics (a no-op when
+/// they are off).
+pub async fn client_health_check(state_dir: &Path, passed: bool) -> anyhow::Result<()> {
+    match call(
+        state_dir,
+        &ControlRequest::HealthCheck { passed },
+        QUICK_TIMEOUT,
+    )
+    .await?
+    {
+        ControlResponse::Counted => Ok(()),
         other => Err(unexpected(other)),
     }
 }

@@ -15,6 +15,7 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
+use super::metrics::Answer;
 use super::route::{Route, Router};
 use super::stats::InFlight;
 use super::upstream::Conn;
@@ -66,6 +67,9 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let Some((route, guard)) = router.acquire() else {
         tracing::debug!(uri = %req.uri(), "no live target");
+        if let Some(metrics) = router.metrics() {
+            metrics.unrouted();
+        }
         return Ok(text(StatusCode::BAD_GATEWAY, NO_LIVE_BODY));
     };
     Ok(forward(route, guard, req, &client).await)
@@ -87,7 +91,7 @@ async fn forward(
         Err(e) => {
             tracing::warn!(uri = %parts.uri, error = %e, "cannot build upstream URI");
             // The client's fault, not the target's: counted, but not as an error.
-            guard.stats().record(started.elapsed(), false);
+            guard.record(started.elapsed(), Answer::Status(400));
             return text(
                 StatusCode::BAD_REQUEST,
                 "deployctl proxy: bad request target\n",
@@ -137,7 +141,7 @@ async fn forward(
     let (mut resp, conn) = match result {
         Ok(answer) => answer,
         Err(e) => {
-            guard.stats().record(started.elapsed(), true);
+            guard.record(started.elapsed(), Answer::Failed);
             tracing::warn!(
                 target = %route.target.addr,
                 container = %route.target.container,
@@ -148,9 +152,7 @@ async fn forward(
         }
     };
     let status = resp.status();
-    guard
-        .stats()
-        .record(started.elapsed(), status.is_server_error());
+    guard.record(started.elapsed(), Answer::Status(status.as_u16()));
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
         // The upstream connection now belongs to the tunnel: `conn` is not returned to the pool.

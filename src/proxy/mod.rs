@@ -1,11 +1,12 @@
 //! The built-in reverse proxy: owns the public port, forwards to the live release, switches
-//! atomically and drains the old one. Runs as `deployctl proxy run` in its own container; the CLI
+//! atomically and drains the old one; with `proxy.metrics`, serves Prometheus metrics. Runs as `deployctl proxy run` in its own container; the CLI
 //! controls it only through `docker exec deployctl proxy <command>`, whose client side talks to
 //! the server over a unix socket in the state dir.
 
 pub mod conn;
 mod control;
 mod forward;
+mod metrics;
 pub mod protocol;
 mod route;
 mod server;
@@ -15,8 +16,11 @@ mod switch;
 mod upstream;
 
 pub use conn::Limits;
-pub use control::{client_record, client_releases, client_status, client_switch, socket_path};
+pub use control::{
+    client_health_check, client_record, client_releases, client_status, client_switch, socket_path,
+};
 pub use forward::{NO_LIVE_BODY, UPSTREAM_DOWN_BODY};
+pub use metrics::{CONTAINER_METRICS_PORT, MetricsOptions};
 pub use server::{RunOptions, Server, run};
 pub use state::{LEDGER_FILE, STATE_FILE};
 

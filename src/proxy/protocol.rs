@@ -185,6 +185,11 @@ pub enum ControlRequest {
     /// Insert or replace (by `id`) a ledger record.
     Record(ReleaseRecord),
     Releases,
+    /// One health check run from the proxy container (by `deployctl proxy health`), for the
+    /// metrics: whether it passed.
+    HealthCheck {
+        passed: bool,
+    },
 }
 
 /// The answer to a [`ControlRequest`] (one JSON line).
@@ -195,5 +200,6 @@ pub enum ControlResponse {
     Status(ProxyStatus),
     Recorded,
     Releases { releases: Vec<ReleaseRecord> },
+    Counted,
     Error { message: String },
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use anyhow::{Context, bail};
 use hyper::http::uri::Authority;
 
+use super::metrics::Metrics;
 use super::protocol::{ProxyStatus, Target};
 use super::stats::{InFlight, Stats};
 use super::upstream::Upstream;
@@ -45,6 +46,14 @@ pub fn parse_addr(addr: &str) -> anyhow::Result<Authority> {
     Ok(authority)
 }
 
+/// `route` (just made, so its stats are fresh) recording into its series of `metrics` too.
+fn with_series(mut route: Route, metrics: Option<&Metrics>) -> Route {
+    if let Some(metrics) = metrics {
+        route.stats = Arc::new(Stats::new(Some(metrics.series(&route.target))));
+    }
+    route
+}
+
 struct Live {
     route: Option<Arc<Route>>,
     switched_at: Option<u64>,
@@ -57,18 +66,30 @@ pub struct Router {
     history: Mutex<VecDeque<(Target, Arc<Stats>)>>,
     /// Requests in flight across all targets.
     in_flight: Arc<AtomicU64>,
+    /// The Prometheus metrics, when `proxy.metrics` is on.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Router {
-    pub fn new(initial: Option<Route>, switched_at: Option<u64>) -> Self {
+    pub fn new(
+        initial: Option<Route>,
+        switched_at: Option<u64>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
+        let initial = initial.map(|route| Arc::new(with_series(route, metrics.as_deref())));
         Self {
             live: RwLock::new(Live {
-                route: initial.map(Arc::new),
+                route: initial,
                 switched_at,
             }),
             history: Mutex::new(VecDeque::new()),
             in_flight: Arc::new(AtomicU64::new(0)),
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
     }
 
     /// Picks the live route for one request and marks it in flight. Both happen under the read
@@ -93,11 +114,15 @@ impl Router {
     /// Makes `route` live; returns the route it replaced.
     pub fn swap(&self, route: Route, switched_at: u64) -> Option<Arc<Route>> {
         let new_target = route.target.clone();
+        let route = Arc::new(with_series(route, self.metrics()));
         let previous = {
             let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
             live.switched_at = Some(switched_at);
-            live.route.replace(Arc::new(route))
+            live.route.replace(route)
         };
+        if let Some(metrics) = self.metrics() {
+            metrics.switched();
+        }
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         history.retain(|(t, _)| *t != new_target);
         if let Some(prev) = &previous {
@@ -153,7 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn swap_moves_new_requests_and_keeps_history() {
-        let router = Router::new(Some(Route::new(target("a")).expect("route")), Some(1));
+        let router = Router::new(Some(Route::new(target("a")).expect("route")), Some(1), None);
         let (old, guard) = router.acquire().expect("live");
         assert_eq!(old.target.container, "a");
         let prev = router.swap(Route::new(target("b")).expect("route"), 2);

@@ -1,4 +1,5 @@
-//! `deployctl proxy run`: the public HTTP listener plus the control socket.
+//! `deployctl proxy run`: the public HTTP listener plus the control socket, and the metrics
+//! listener when `proxy.metrics` is on.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 use super::conn::{self, Activity, Finishing, Limits, OpenConnections, Slot, Watched};
 use super::control::{Controller, socket_path};
 use super::forward;
+use super::metrics::{self, Metrics, MetricsOptions};
 use super::route::{Route, Router};
 use super::state::load_state;
 use super::upstream;
@@ -34,6 +36,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Idle and header read timeouts, and the bound on open client connections.
     pub limits: Limits,
+    /// Serve Prometheus metrics on a listener of their own (`proxy.metrics`); None: off.
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// A bound proxy, not yet serving. Split from [`run`] so callers (tests) can learn the port.
@@ -44,6 +48,7 @@ pub struct Server {
     router: Arc<Router>,
     controller: Arc<Controller>,
     limits: Limits,
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -72,11 +77,23 @@ impl Server {
             None => None,
         };
         let switched_at = initial.as_ref().and(state.switched_at);
-        let router = Arc::new(Router::new(initial, switched_at));
+        let registry = opts
+            .metrics
+            .as_ref()
+            .map(|m| Arc::new(Metrics::new(&m.app, &m.env)));
+        let router = Arc::new(Router::new(initial, switched_at, registry));
 
         let listener = TcpListener::bind(opts.listen)
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let metrics = match &opts.metrics {
+            Some(m) => Some(
+                TcpListener::bind(m.listen)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {}", m.listen))?,
+            ),
+            None => None,
+        };
         let socket = socket_path(&opts.state_dir);
         let control = bind_control(&socket).await?;
         let controller = Arc::new(Controller::new(Arc::clone(&router), opts.state_dir));
@@ -87,7 +104,13 @@ impl Server {
             router,
             controller,
             limits: opts.limits,
+            metrics,
         })
+    }
+
+    /// Where metrics are served, when they are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
@@ -113,6 +136,7 @@ impl Server {
             router,
             controller,
             limits,
+            metrics,
         } = self;
         tracing::info!(
             listen = %listener.local_addr()?,
@@ -120,10 +144,18 @@ impl Server {
             idle_timeout = ?limits.idle_timeout,
             header_read_timeout = ?limits.header_read_timeout,
             max_connections = limits.max_connections,
+            metrics = ?metrics.as_ref().and_then(|l| l.local_addr().ok()),
             "proxy listening"
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        let scrapes = metrics.map(|listener| {
+            tokio::spawn(metrics::serve(
+                listener,
+                Arc::clone(&router),
+                stop_rx.clone(),
+            ))
+        });
         let mut workers = Vec::new();
         for index in 0..worker_count() {
             workers.push(Worker::spawn(
@@ -197,6 +229,9 @@ impl Server {
         drop(control);
         let _ = std::fs::remove_file(&socket);
         let _ = stop_tx.send(true);
+        if let Some(scrapes) = scrapes {
+            let _ = scrapes.await;
+        }
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while control_tasks.join_next().await.is_some() {}
         })

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::metrics::{Answer, Series};
 use super::protocol::{Target, TargetStats};
 
 /// Latency samples kept per target: enough for stable p99 over a verify window, 16 KiB each.
@@ -20,6 +21,8 @@ pub struct Stats {
     /// Woken each time `in_flight` drops to zero (the drain waits on it).
     idle: Notify,
     latencies: Ring,
+    /// The target's (colour, version) series of the metrics, when they are on.
+    series: Option<Arc<Series>>,
 }
 
 /// Fixed-size ring of latencies in microseconds: the most recent samples win. Lock-free, as
@@ -50,6 +53,13 @@ impl Ring {
 
 impl Default for Stats {
     fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Stats {
+    /// Stats that also record into `series` (the metrics), when given.
+    pub fn new(series: Option<Arc<Series>>) -> Self {
         Self {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -59,6 +69,7 @@ impl Default for Stats {
                 samples: (0..LATENCY_SAMPLES).map(|_| AtomicU32::new(0)).collect(),
                 written: AtomicUsize::new(0),
             },
+            series,
         }
     }
 }
@@ -68,6 +79,9 @@ impl Stats {
     pub fn begin(self: &Arc<Self>, global: &Arc<AtomicU64>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         global.fetch_add(1, Ordering::SeqCst);
+        if let Some(series) = &self.series {
+            series.begin();
+        }
         InFlight {
             stats: Arc::clone(self),
             global: Arc::clone(global),
@@ -145,10 +159,26 @@ impl InFlight {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+
+    /// Counts the request's answer (its head) in the stats and, when on, the metrics. A 5xx
+    /// or a failure counts as an error.
+    pub fn record(&self, latency: Duration, answer: Answer) {
+        let error = match answer {
+            Answer::Status(code) => code >= 500,
+            Answer::Failed => true,
+        };
+        self.stats.record(latency, error);
+        if let Some(series) = &self.stats.series {
+            series.record(latency, answer);
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if let Some(series) = &self.stats.series {
+            series.end();
+        }
         self.global.fetch_sub(1, Ordering::SeqCst);
         if self.stats.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.stats.idle.notify_waiters();

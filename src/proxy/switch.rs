@@ -27,9 +27,11 @@ pub async fn switch(
     let one_at_a_time = serial.lock().await;
     let target = req.target;
     parse_addr(&target.addr)?;
-    probe(&target, &req.health)
-        .await
-    .with_context(|| {
+    let checked = probe(&target, &req.health).await;
+    if let Some(metrics) = router.metrics() {
+        metrics.health_check(checked.is_ok());
+    }
+    checked.with_context(|| {
         format!(
             "refusing to switch to {} ({} at {}): the health check failed; traffic stays where it was",
             target.container, target.version, target.addr

@@ -24,6 +24,7 @@ async fn start_proxy(state_dir: &std::path::Path) -> tokio::sync::oneshot::Sende
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: state_dir.to_path_buf(),
         limits: Default::default(),
+        metrics: None,
     })
     .await
     .expect("bind proxy");

@@ -174,26 +174,45 @@ pub(crate) async fn answer(cfg: &UpstreamConfig, mut req: Request<Incoming>) -> 
 
 pub(crate) struct Proxy {
     pub(crate) addr: SocketAddr,
+    /// Where metrics are served, when they are on.
+    pub(crate) metrics: Option<SocketAddr>,
     pub(crate) stop: Option<oneshot::Sender<()>>,
     pub(crate) task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Proxy {
     pub(crate) async fn start(state_dir: &Path) -> Proxy {
+        Proxy::start_with(state_dir, None).await
+    }
+
+    /// A proxy that serves metrics on a loopback port of its own, labelled app `web`, env `prod`.
+    pub(crate) async fn start_with_metrics(state_dir: &Path) -> Proxy {
+        let metrics = proxy::MetricsOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            app: "web".into(),
+            env: "prod".into(),
+        };
+        Proxy::start_with(state_dir, Some(metrics)).await
+    }
+
+    async fn start_with(state_dir: &Path, metrics: Option<proxy::MetricsOptions>) -> Proxy {
         let server = Server::bind(RunOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: state_dir.to_path_buf(),
             limits: Default::default(),
+            metrics,
         })
         .await
         .expect("bind proxy");
         let addr = server.local_addr().expect("proxy addr");
+        let metrics = server.metrics_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async move {
             let _ = rx.await;
         }));
         Proxy {
             addr,
+            metrics,
             stop: Some(tx),
             task: Some(task),
         }

@@ -2,6 +2,7 @@
 //! upstream servers that answer their own name.
 
 mod harness;
+mod metrics;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -358,6 +359,7 @@ async fn second_proxy_on_the_same_state_dir_is_refused() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         state_dir: dir.path().to_path_buf(),
         limits: Default::default(),
+        metrics: None,
     })
     .await
     .err()
