@@ -1123,12 +1123,14 @@ fi
     echo "## Targets missed"
     echo
     missed=0
-    for r in "${ROWS[@]}"; do
-        IFS='|' read -r s m v t j <<<"$r"
-        if [[ $j == missed ]]; then
-            echo "- §$s $m: $v (target $t)"
-            missed=$((missed + 1))
-        fi
+    for sec in 1 1b 2 3 4 5 6 7 8; do
+        for r in "${ROWS[@]}"; do
+            IFS='|' read -r s m v t j <<<"$r"
+            if [[ $s == "$sec" && $j == missed ]]; then
+                echo "- §$s $m: $v (target $t)"
+                missed=$((missed + 1))
+            fi
+        done
     done
     ((missed)) || echo "None."
     echo
