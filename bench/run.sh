@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # deployctl benchmarks: its proxy against nginx and direct, memory, switch time, `deployctl deploy`
 # against the hand-written bench/deploy.sh, rollback, zero downtime under fixed-rate load, CLI
-# startup. Prints a table and writes it to bench/RESULTS.md. Usage: bench/README.md.
+# startup, and (bench/fleet.sh, sourced) SSH and a 3-host fleet on the test lab. Prints a table and
+# writes it to bench/RESULTS.md. Usage: bench/README.md.
 #
-# Everything runs on loopback; everything started here is stopped on exit (trap), including the
-# Docker objects of the unique apps this run deploys (deployctl's and deploy.sh's).
+# Everything runs on loopback or the lab's private bridge; everything started here is stopped on
+# exit (trap), including the Docker objects of the unique apps this run deploys (deployctl's and
+# deploy.sh's) and the lab of section 8.
 
 set -uo pipefail
 
@@ -24,6 +26,19 @@ ZD_SECONDS=${BENCH_ZD_SECONDS:-35}   # deploys and rollbacks start until this mu
 ZD_RATE=${BENCH_ZD_RATE:-1000}
 ZD_WORKERS=${BENCH_ZD_WORKERS:-32}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/RESULTS.md}
+# Which sections run: empty for all, else a list (commas or spaces) of 1 (runs §1-3), 4 (§4-6),
+# 7 and 8; 2, 3, 1b, 5 and 6 name the group they belong to. The rows of the sections not run are
+# carried over from the existing results file, each marked with the run it comes from.
+ONLY=${BENCH_ONLY:-}
+for s in ${ONLY//,/ }; do
+    case $s in
+    1 | 1b | 2 | 3 | 4 | 5 | 6 | 7 | 8) ;;
+    *)
+        echo "bench/run.sh: BENCH_ONLY: unknown section '$s' (use a list of 1, 4, 7, 8; 2, 3 run with 1, 5, 6 with 4)" >&2
+        exit 2
+        ;;
+    esac
+done
 
 RUN_START_US=0
 WORK=$(mktemp -d /tmp/deployctl-bench.XXXXXX)
@@ -45,6 +60,28 @@ LAST_GOOD_DCTL=""   # the version a rollback returns to
 DEPLOYED=" "        # every version deployctl deployed in this run
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# group_of SECTION: the group of sections that runs together (1: §1-3, 4: §4-6, 7, 8).
+group_of() {
+    case $1 in
+    1 | 1b | 2 | 3) echo 1 ;;
+    4 | 5 | 6) echo 4 ;;
+    *) echo "$1" ;;
+    esac
+}
+# want GROUP: whether this run measures that group (BENCH_ONLY).
+want() {
+    [[ -z $ONLY ]] && return 0
+    local s
+    for s in ${ONLY//,/ }; do
+        [[ $(group_of "$s") == "$1" ]] && return 0
+    done
+    return 1
+}
+
+# Section 8 (fleet and SSH on the lab): its functions, knobs and fleet_cleanup.
+# shellcheck source-path=SCRIPTDIR source=fleet.sh disable=SC1091 # followed with shellcheck -x
+source "$ROOT/bench/fleet.sh"
 
 # Microseconds since the epoch, without a process (EPOCHREALTIME; a locale may use a comma).
 now_us() {
@@ -143,6 +180,7 @@ cleanup() {
         # when something else uses it.
         [[ -n $PROXY_IMAGE ]] && docker rmi "$PROXY_IMAGE" >/dev/null 2>&1
     fi
+    fleet_cleanup
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -191,9 +229,9 @@ ensure_tool() {
 HAVE_CURL=0 HAVE_JQ=0 HAVE_WRK=0 HAVE_HYPERFINE=0 HAVE_DOCKER=0 HAVE_NGINX=0 HAVE_TIME=0 HAVE_LOADGEN=0
 ensure_tool curl curl && HAVE_CURL=1
 ensure_tool jq jq && HAVE_JQ=1
-ensure_tool wrk wrk && HAVE_WRK=1
-ensure_tool hyperfine hyperfine && HAVE_HYPERFINE=1
-ensure_tool nginx nginx && HAVE_NGINX=1
+want 1 && ensure_tool wrk wrk && HAVE_WRK=1
+want 7 && ensure_tool hyperfine hyperfine && HAVE_HYPERFINE=1
+{ want 1 || want 4; } && ensure_tool nginx nginx && HAVE_NGINX=1
 ensure_tool pgrep procps
 # GNU time, not the shell keyword: its -v reports the peak RSS of the command.
 if [[ -x /usr/bin/time ]] || ensure_tool /usr/bin/time time; then
@@ -564,6 +602,66 @@ section_switch() {
 # Section 4: `deployctl deploy` against bench/deploy.sh on the real Docker Engine
 # ---------------------------------------------------------------------------------------------
 
+# write_demo_app DIR NAME ENV=LISTEN...: the demo app deployctl deploys in sections 4-6 and 8, as a
+# git repository in DIR: deploy.toml (app NAME), one environments/ENV.toml per argument with its
+# proxy listen address (more settings for an environment: append to its file, then commit), the
+# Dockerfile, the demo-app binary. Git's output goes to DIR.git.log.
+write_demo_app() {
+    local dir=$1 name=$2 e
+    shift 2
+    mkdir -p "$dir/environments"
+    # Health gating as in the repository's own deploy.toml; no verify window (it would only add
+    # its own length to every deploy, and deploy.sh has none). APP_VERSION changes with every
+    # deploy, and the Dockerfile uses it before the COPY, so every build really builds.
+    cat >"$dir/deploy.toml" <<EOF
+[app]
+name = "$name"
+port = 8080
+
+[git]
+require_clean = false
+
+[build]
+context = "."
+args = { APP_VERSION = "\${BENCH_BUILD_VERSION:-none}" }
+
+[deploy]
+stop_timeout = "5s"
+drain_timeout = "10s"
+
+[health]
+path = "/health"
+expect_status = [200]
+expect_json = { pointer = "/status", equals = "ok" }
+interval = "250ms"
+timeout = "2s"
+healthy_threshold = 2
+deadline = "30s"
+
+[verify]
+window = "0s"
+EOF
+    for e in "$@"; do
+        printf '[proxy]\nlisten = "%s"\n' "${e#*=}" >"$dir/environments/${e%%=*}.toml"
+    done
+    cat >"$dir/Dockerfile" <<'EOF'
+FROM scratch
+ARG APP_VERSION=dev
+LABEL org.opencontainers.image.version=$APP_VERSION
+COPY demo-app /demo-app
+ENTRYPOINT ["/demo-app"]
+EOF
+    cp "$DEMO" "$dir/demo-app"
+    printf '.git\n' >"$dir/.dockerignore"
+    # deployctl deploys from a git checkout.
+    { git -C "$dir" init -q -b main && git_commit "$dir" bench; } >"$dir.git.log" 2>&1
+}
+
+git_commit() { # DIR MESSAGE: commits everything in DIR
+    git -C "$1" -c user.name=bench -c user.email=bench@deployctl.invalid add -A &&
+        git -C "$1" -c user.name=bench -c user.email=bench@deployctl.invalid commit -qm "$2"
+}
+
 # deployctl against the temp app; BENCH_TIME_FILE set → under /usr/bin/time -v into that file.
 dctl_app() {
     local wrap=()
@@ -660,55 +758,9 @@ section_deploy() {
         return 1
     fi
     APP_DIR="$WORK/app"
-    mkdir -p "$APP_DIR/environments"
     APP_NAME="dcbench-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
-    # Health gating as in the repository's own deploy.toml; no verify window (it would only add
-    # its own length to every deploy, and deploy.sh has none). APP_VERSION changes with every
-    # deploy, and the Dockerfile uses it before the COPY, so every build really builds.
-    cat >"$APP_DIR/deploy.toml" <<EOF
-[app]
-name = "$APP_NAME"
-port = 8080
-
-[git]
-require_clean = false
-
-[build]
-context = "."
-args = { APP_VERSION = "\${BENCH_BUILD_VERSION:-none}" }
-
-[deploy]
-stop_timeout = "5s"
-drain_timeout = "10s"
-
-[health]
-path = "/health"
-expect_status = [200]
-expect_json = { pointer = "/status", equals = "ok" }
-interval = "250ms"
-timeout = "2s"
-healthy_threshold = 2
-deadline = "30s"
-
-[verify]
-window = "0s"
-EOF
-    printf '[proxy]\nlisten = "127.0.0.1:%s"\n' "$DCTL_PORT" >"$APP_DIR/environments/bench.toml"
-    cat >"$APP_DIR/Dockerfile" <<'EOF'
-FROM scratch
-ARG APP_VERSION=dev
-LABEL org.opencontainers.image.version=$APP_VERSION
-COPY demo-app /demo-app
-ENTRYPOINT ["/demo-app"]
-EOF
-    cp "$DEMO" "$APP_DIR/demo-app"
-    printf '.git\n' >"$APP_DIR/.dockerignore"
-    # deployctl deploys from a git checkout.
-    if ! { git -C "$APP_DIR" init -q -b main &&
-        git -C "$APP_DIR" -c user.name=bench -c user.email=bench@deployctl.invalid add -A &&
-        git -C "$APP_DIR" -c user.name=bench -c user.email=bench@deployctl.invalid commit -qm bench; } \
-        >"$WORK/git.log" 2>&1; then
-        row 4 "deploy benchmarks" "skipped: could not make the app a git repository: $(tail -n 1 "$WORK/git.log")" "" ""
+    if ! write_demo_app "$APP_DIR" "$APP_NAME" "bench=127.0.0.1:$DCTL_PORT"; then
+        row 4 "deploy benchmarks" "skipped: could not make the app a git repository: $(tail -n 1 "$APP_DIR.git.log")" "" ""
         return 1
     fi
 
@@ -943,19 +995,25 @@ section_cli() {
 # Run and report
 # ---------------------------------------------------------------------------------------------
 
-if ((HAVE_CURL)); then
-    section_proxy
-else
-    row 1 "proxy sections 1-3" "skipped: curl is not installed and could not be installed" "" ""
+if want 1; then
+    if ((HAVE_CURL)); then
+        section_proxy
+    else
+        row 1 "proxy sections 1-3" "skipped: curl is not installed and could not be installed" "" ""
+    fi
 fi
-if section_deploy; then
-    section_rollback
-    section_zero_downtime
-else
-    row 5 "rollback" "skipped: section 4 did not deploy" "" ""
-    row 6 "zero downtime" "skipped: section 4 did not deploy" "" ""
+if want 4; then
+    if section_deploy; then
+        section_rollback
+        section_zero_downtime
+    else
+        row 5 "rollback" "skipped: section 4 did not deploy" "" ""
+        row 6 "zero downtime" "skipped: section 4 did not deploy" "" ""
+    fi
 fi
-section_cli
+want 7 && section_cli
+want 8 && section_fleet
+fleet_cleanup
 
 RUN_S=$(awk -v a="$RUN_START_US" -v b="$(now_us)" 'BEGIN { printf "%.0f", (b - a) / 1e6 }')
 
@@ -969,19 +1027,68 @@ HF_V=$( ((HAVE_HYPERFINE)) && hyperfine --version || echo "not installed")
 NGINX_V=$( ((HAVE_NGINX)) && nginx -v 2>&1 | sed 's/^nginx version: //' || echo "not installed")
 DPKG_V() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null || echo "?"; }
 
-note "Proxy runs (1, 1b): wrk $WRK_THREADS threads, $WRK_CONNS connections, $WRK_DURATION per measured run after a $WRK_WARMUP warm-up of each URL; keep-alive GET / of the demo app (a ~40-byte body), run in the order direct, deployctl's proxy, nginx. The proxy is \`deployctl proxy run\` as a host process ($PROXY_THREADS threads at idle; its tokio runtime has 2 workers); nginx runs as a plain process with its own prefix and \`worker_processes auto\` (= $(nproc) here), upstream keepalive 64, \`proxy_http_version 1.1\`, \`proxy_set_header Connection \"\"\`, no per-connection request limit on either side, the same X-Forwarded-* headers deployctl's proxy sets, no access log."
-note "On a 2-core machine wrk, the proxy and the app compete for the same CPUs in the unpinned runs (1), so those are CPU-bound; 1b gives the server side the same CPU in every run. The demo app answers in microseconds with one thread per connection, so a proxy's own per-request cost dominates the proxied figures: a worst case for both proxies alike."
-note "Deploys (4): the same FROM scratch demo-app image built from the same context directory by both tools (Docker's legacy builder in both: deployctl through the API, deploy.sh through the docker CLI, which has no buildx here). Every deploy passes a new APP_VERSION build argument that the Dockerfile's LABEL uses before the COPY, so no deploy reuses a cached layer of the app: every build really copies the binary and commits its layers (FROM scratch pulls nothing). Both gate on GET /health answering {\"status\":\"ok\"} twice in a row at a 250 ms interval; deployctl checks from inside its proxy container, deploy.sh with curl on the published loopback port. Wall time is measured around each command, from process start to exit; the split comes from deployctl's --output json phases and from deploy.sh's own timestamps. overhead = total − build − start→healthy (switch, stopping the old colour, Docker connection, lock, ledger, process start). deployctl's verify window is 0s (deploy.sh has none). The first deploy of each is shown apart; the verdicts use the median of the $DEPLOYS steady-state deploys that follow, deployctl and deploy.sh interleaved."
-note "Build steps (4): deployctl passes its labels (app, env, role, version, git sha, created) through the build API's labels parameter, and Docker's legacy builder runs one LABEL step, with its own intermediate container, per label; that time is part of deployctl's build phase, not of its overhead. The 'image history entries' row shows how many steps each tool's last build ran."
-note "Rollback (5) restarts the stopped previous container and health-gates it before the switch, so its time is bounded below by a container start and one health interval (250 ms). The poller GETs / every 10 ms with curl, so 'serving' is accurate to ~10-20 ms."
-note "Zero downtime (6): bench/loadgen.rs, $ZD_WORKERS threads sharing $ZD_RATE req/s on fixed schedules (3 of 4 on keep-alive connections, 1 of 4 opening a new connection per request; nothing is retried; a late slot is sent at once, none is skipped) through deployctl's proxy container on 127.0.0.1:$DCTL_PORT, while the real binary deploys (real builds) and rolls back back to back. A request fails on a connect/read/write error, a 5 s timeout, a status other than 200, or a body that is not the demo app's; a body of a version this run never deployed counts as failed too."
-note "Memory (2): VmRSS/VmHWM from /proc; deployctl's peak RSS per deploy is GNU time's \"Maximum resident set size\"."
+want 1 && note "Proxy runs (1, 1b): wrk $WRK_THREADS threads, $WRK_CONNS connections, $WRK_DURATION per measured run after a $WRK_WARMUP warm-up of each URL; keep-alive GET / of the demo app (a ~40-byte body), run in the order direct, deployctl's proxy, nginx. The proxy is \`deployctl proxy run\` as a host process ($PROXY_THREADS threads at idle; its tokio runtime has 2 workers); nginx runs as a plain process with its own prefix and \`worker_processes auto\` (= $(nproc) here), upstream keepalive 64, \`proxy_http_version 1.1\`, \`proxy_set_header Connection \"\"\`, no per-connection request limit on either side, the same X-Forwarded-* headers deployctl's proxy sets, no access log."
+want 1 && note "On a 2-core machine wrk, the proxy and the app compete for the same CPUs in the unpinned runs (1), so those are CPU-bound; 1b gives the server side the same CPU in every run. The demo app answers in microseconds with one thread per connection, so a proxy's own per-request cost dominates the proxied figures: a worst case for both proxies alike."
+want 4 && note "Deploys (4): the same FROM scratch demo-app image built from the same context directory by both tools (Docker's legacy builder in both: deployctl through the API, deploy.sh through the docker CLI, which has no buildx here). Every deploy passes a new APP_VERSION build argument that the Dockerfile's LABEL uses before the COPY, so no deploy reuses a cached layer of the app: every build really copies the binary and commits its layers (FROM scratch pulls nothing). Both gate on GET /health answering {\"status\":\"ok\"} twice in a row at a 250 ms interval; deployctl checks from inside its proxy container, deploy.sh with curl on the published loopback port. Wall time is measured around each command, from process start to exit; the split comes from deployctl's --output json phases and from deploy.sh's own timestamps. overhead = total − build − start→healthy (switch, stopping the old colour, Docker connection, lock, ledger, process start). deployctl's verify window is 0s (deploy.sh has none). The first deploy of each is shown apart; the verdicts use the median of the $DEPLOYS steady-state deploys that follow, deployctl and deploy.sh interleaved."
+want 4 && note "Build steps (4): deployctl passes its labels (app, env, role, version, git sha, created) through the build API's labels parameter, and Docker's legacy builder runs one LABEL step, with its own intermediate container, per label; that time is part of deployctl's build phase, not of its overhead. The 'image history entries' row shows how many steps each tool's last build ran."
+want 4 && note "Rollback (5) restarts the stopped previous container and health-gates it before the switch, so its time is bounded below by a container start and one health interval (250 ms). The poller GETs / every 10 ms with curl, so 'serving' is accurate to ~10-20 ms."
+want 4 && note "Zero downtime (6): bench/loadgen.rs, $ZD_WORKERS threads sharing $ZD_RATE req/s on fixed schedules (3 of 4 on keep-alive connections, 1 of 4 opening a new connection per request; nothing is retried; a late slot is sent at once, none is skipped) through deployctl's proxy container on 127.0.0.1:$DCTL_PORT, while the real binary deploys (real builds) and rolls back back to back. A request fails on a connect/read/write error, a 5 s timeout, a status other than 200, or a body that is not the demo app's; a body of a version this run never deployed counts as failed too."
+{ want 1 || want 4; } && note "Memory (2): VmRSS/VmHWM from /proc; deployctl's peak RSS per deploy is GNU time's \"Maximum resident set size\"."
 note "Load average (1, 5, 15 min) at the start of the benchmarks: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg). Above $(nproc), other work (here: other builds and test suites on the same machine) was competing for the CPUs and the figures are noisier than on an idle machine."
+
+# A partial run (BENCH_ONLY) keeps the other sections' rows, and their notes, of the results file
+# it replaces, each marked with the run it was measured in (a mark already there stays).
+CARRIED=0
+if [[ -n $ONLY && -s $RESULTS ]]; then
+    # shellcheck disable=SC2016 # the backquotes are literal
+    prev_run=$(sed -n 's/^Produced by `bench\/run.sh` on \([^;]*\);.*/\1/p' "$RESULTS" | head -n 1)
+    prev_git=$(sed -n 's/^| deployctl | .*(git \([0-9a-f?]*\)) |$/\1/p' "$RESULTS" | head -n 1)
+    tag="[from the run of ${prev_run:-?}, git ${prev_git:-?}]"
+    in_table=0
+    while IFS= read -r line; do
+        [[ $line == "## Results" ]] && in_table=1 && continue
+        [[ $line == "## "* ]] && in_table=0
+        ((in_table)) && [[ $line == "| "* && $line != "| § |"* ]] || continue
+        line=${line#| }
+        line=${line% |}
+        s=${line%% | *} rest=${line#* | }
+        want "$(group_of "$s")" && ! [[ $s == 2 && $rest == "deployctl peak RSS during a deploy"* ]] && continue
+        # §2's peak RSS row comes from §4's deploys.
+        [[ $s == 2 && $rest == "deployctl peak RSS during a deploy"* ]] && want 4 && continue
+        [[ $rest == "[from the run of "* ]] || rest="$tag $rest"
+        IFS='|' read -r m v t j <<<"${rest// | /|}"
+        row "$s" "$m" "$v" "$t" "$j"
+        CARRIED=$((CARRIED + 1))
+    done <"$RESULTS"
+    in_notes=0
+    NOTE_LABEL='^(\[from the run of [^]]*\] )?[^(]{0,40}\(([0-9]+)'
+    while IFS= read -r line; do
+        [[ $line == "## Notes" ]] && in_notes=1 && continue
+        [[ $line == "## "* ]] && in_notes=0
+        ((in_notes)) && [[ $line == "- "* ]] || continue
+        line=${line#- }
+        # A note about sections this run measured is replaced by this run's own: its label is
+        # the first parenthesised section number, as in "Deploys (4): …".
+        [[ $line =~ $NOTE_LABEL ]] && want "$(group_of "${BASH_REMATCH[2]}")" && continue
+        [[ $line == "[from the run of "* ]] || line="$tag $line"
+        NOTES+=("$line")
+    done <"$RESULTS"
+fi
 
 {
     echo "# deployctl benchmark results"
     echo
     echo "Produced by \`bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); the benchmarks took ${RUN_S} s (plus ${BUILD_S} s for the release build)."
+    if [[ -n $ONLY ]]; then
+        echo
+        ran=""
+        want 1 && ran+="§1–3, "
+        want 4 && ran+="§4–6, "
+        want 7 && ran+="§7, "
+        want 8 && ran+="§8, "
+        echo "A partial run (BENCH_ONLY=$ONLY): only ${ran%, } measured now;" \
+            "the $CARRIED rows marked \"[from the run of …]\" (and the notes so marked) are carried over unchanged from the results file this run replaced. Their raw data is in that file's git history."
+    fi
     echo
     echo "## Machine and versions"
     echo
@@ -1005,7 +1112,7 @@ note "Load average (1, 5, 15 min) at the start of the benchmarks: $LOAD_START; a
     echo
     echo "| § | measure | value | target | verdict |"
     echo "|---|---|---|---|---|"
-    for sec in 1 1b 2 3 4 5 6 7; do
+    for sec in 1 1b 2 3 4 5 6 7 8; do
         for r in "${ROWS[@]}"; do
             IFS='|' read -r s m v t j <<<"$r"
             [[ $s == "$sec" ]] || continue
@@ -1016,12 +1123,14 @@ note "Load average (1, 5, 15 min) at the start of the benchmarks: $LOAD_START; a
     echo "## Targets missed"
     echo
     missed=0
-    for r in "${ROWS[@]}"; do
-        IFS='|' read -r s m v t j <<<"$r"
-        if [[ $j == missed ]]; then
-            echo "- §$s $m: $v (target $t)"
-            missed=$((missed + 1))
-        fi
+    for sec in 1 1b 2 3 4 5 6 7 8; do
+        for r in "${ROWS[@]}"; do
+            IFS='|' read -r s m v t j <<<"$r"
+            if [[ $s == "$sec" && $j == missed ]]; then
+                echo "- §$s $m: $v (target $t)"
+                missed=$((missed + 1))
+            fi
+        done
     done
     ((missed)) || echo "None."
     echo
