@@ -275,6 +275,6 @@ impl HostReport {
         }
         let max = times.iter().cloned().fold(f64::MIN, f64::max);
         let min = times.iter().cloned().fold(f64::MAX, f64::min);
-        Some(max - min)
+        Some(((max - min) * 10.0).round() / 10.0)
     }
 }

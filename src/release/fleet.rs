@@ -508,9 +508,10 @@ impl DeployTarget for Fleet<'_, '_> {
                         url: m.session.url(),
                         flipped: h.flip,
                         switched_after_ms: match (first, h.switched) {
-                            (Some(f), Some((at, _))) => {
-                                Some(at.saturating_duration_since(f).as_secs_f64() * 1000.0)
-                            }
+                            (Some(f), Some((at, _))) => Some(
+                                (at.saturating_duration_since(f).as_secs_f64() * 10_000.0).round()
+                                    / 10.0,
+                            ),
                             _ => None,
                         },
                         swap_ms: h.switched.map(|(_, ms)| ms),
