@@ -157,11 +157,16 @@ fn deploy_rollback_status_over_one_ssh_connection_each() {
     assert_eq!(serving(&ip, app.port).as_deref(), Some("v1"));
     assert_no_ssh_left(host, "rollback");
 
-    let status = app.run(&["status"], &env);
+    let status = app.run(&["status", "-vv"], &env);
     status.assert_code(0);
     assert!(
         status.stdout.contains("live:") && status.stdout.contains("v1"),
         "status does not show v1 live:\n{status}"
+    );
+    // The fast path: the master forwards the engine's socket (no dial-stdio per connection).
+    assert!(
+        status.stderr.contains("is forwarded by the master"),
+        "the engine's socket was not forwarded:\n{status}"
     );
     assert_no_ssh_left(host, "status");
 

@@ -29,7 +29,11 @@ pub(super) async fn connect_with(
     let env_host = env("DOCKER_HOST").map(|h| h.to_string_lossy().into_owned());
     let host = resolve_host(host, env_host.as_deref());
     let link = match ssh_target(&host) {
-        Some(rest) => Link::Ssh(start_ssh(&host, rest, env).await?),
+        Some(rest) => {
+            let master = start_ssh(&host, rest, env).await?;
+            let forwarded = master.forward_engine_socket().await;
+            Link::Ssh(master, forwarded)
+        }
         None => Link::Direct(tls_settings(env)),
     };
     let docker = open_link(&host, &link, API_DEFAULT_VERSION)?;
@@ -39,7 +43,7 @@ pub(super) async fn connect_with(
         Ok(docker) => Ok(docker),
         // Over SSH the HTTP error says little ("connection closed"): ask the remote why.
         Err(e) => match &link {
-            Link::Ssh(master) => match master.diagnose().await {
+            Link::Ssh(master, _) => match master.diagnose().await {
                 Some(reason) => Err(EngineError::Unreachable {
                     host: host.clone(),
                     reason,
@@ -57,7 +61,7 @@ pub(super) async fn connect_with(
         },
     })?;
     let ssh = match link {
-        Link::Ssh(master) => Some(master),
+        Link::Ssh(master, _) => Some(master),
         Link::Direct(_) => None,
     };
     Ok(DockerEngine {
@@ -70,7 +74,8 @@ pub(super) async fn connect_with(
 /// How requests reach the daemon: directly (socket, TCP, TLS) or over one SSH connection.
 pub(super) enum Link {
     Direct(Option<TlsFiles>),
-    Ssh(Arc<ssh::Master>),
+    /// The master, and the remote engine's socket forwarded by it when that could be done.
+    Ssh(Arc<ssh::Master>, Option<PathBuf>),
 }
 
 /// What follows `ssh://`, for an SSH address.
@@ -116,11 +121,16 @@ pub(super) fn open_link(
 ) -> Result<Docker, EngineError> {
     match link {
         Link::Direct(tls) => open(host, tls.as_ref(), version),
-        Link::Ssh(master) => ssh::docker(master.clone(), REQUEST_TIMEOUT.as_secs(), version)
-            .map_err(|e| EngineError::Unreachable {
-                host: host.to_string(),
-                reason: error_chain(&e),
-            }),
+        Link::Ssh(master, forwarded) => ssh::docker(
+            master.clone(),
+            forwarded.as_deref(),
+            REQUEST_TIMEOUT.as_secs(),
+            version,
+        )
+        .map_err(|e| EngineError::Unreachable {
+            host: host.to_string(),
+            reason: error_chain(&e),
+        }),
     }
 }
 

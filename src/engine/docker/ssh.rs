@@ -7,7 +7,9 @@
 //! limited to 108 bytes); every hyper connection is a new channel over it (`ssh -S <socket>`
 //! running `docker system dial-stdio`), pooled with keep-alive by a hyper_util legacy `Client`
 //! plugged in with `Docker::connect_with_custom_transport`. A channel never opens a connection of
-//! its own: `ProxyCommand=false` makes its fallback fail when the master is gone.
+//! its own: `ProxyCommand=false` makes its fallback fail when the master is gone. When the remote
+//! engine listens on a unix socket, the master forwards it to a local socket instead and every
+//! connection is a channel the master opens itself, with no process started (`forward`).
 //!
 //! Not bollard's `ssh` feature: its connector launches a new master (a new TCP connection,
 //! handshake and authentication) for every hyper connection. It goes through the `openssh` crate,
@@ -43,6 +45,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::errors::{explain, last_lines};
+
+mod forward;
 
 /// How long `ssh` may take to reach the host (TCP connect and banner).
 pub(super) const CONNECT_TIMEOUT_SECS: u64 = 10;
@@ -392,9 +396,14 @@ impl Drop for Master {
 /// Builds the bollard client whose every connection is a channel over `master`.
 pub(super) fn docker(
     master: Arc<Master>,
+    forwarded: Option<&Path>,
     timeout: u64,
     version: &ClientVersion,
 ) -> Result<Docker, bollard::errors::Error> {
+    if let Some(socket) = forwarded {
+        // The master carries each connection to the remote socket (see `forward`).
+        return Docker::connect_with_unix(&socket.display().to_string(), timeout, version);
+    }
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(Connector { master });
