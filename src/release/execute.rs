@@ -305,6 +305,7 @@ impl Run<'_, '_> {
                     p.switched_to = Some(new_target.clone());
                     p.switch_started = true;
                     p.switch_health = Some(health.0.clone());
+                    p.switch_drain = Some(*drain_timeout);
                     p.back_health = plan.on_failure.iter().find_map(|s| match s {
                         Step::SwitchBack { health, .. } => Some(health.0.clone()),
                         _ => None,

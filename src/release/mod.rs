@@ -78,6 +78,8 @@ pub struct Progress {
     /// the `SwitchBack` step's for the previous one), for the cleanup after a signal.
     pub switch_health: Option<crate::health::HealthSpec>,
     pub back_health: Option<crate::health::HealthSpec>,
+    /// The plan's drain timeout of the switch.
+    pub switch_drain: Option<crate::config::Duration>,
     /// The previous release's container was told to stop: traffic must not go back to it.
     pub old_stopping: bool,
     pub record: Option<ReleaseRecord>,

@@ -28,7 +28,10 @@ pub(crate) async fn recover_on(session: &Session<'_>, target: &dyn DeployTarget)
     if progress.finished {
         return;
     }
-    let drain = session.loaded.config.deploy.drain_timeout;
+    // The plan's drain (its switch step's); the configured one if the run never got that far.
+    let drain = progress
+        .switch_drain
+        .unwrap_or(session.loaded.config.deploy.drain_timeout);
     // The plan's checks of each side; the configured ones only for a side the plan has none
     // for (no `SwitchBack` step when `rollback.automatic` is off).
     let spec = |t: &crate::proxy::protocol::Target| {
@@ -115,10 +118,8 @@ pub(crate) async fn recover_on(session: &Session<'_>, target: &dyn DeployTarget)
         && progress.old_stopping
         && let Some(previous) = &progress.switched_from
     {
-        let stop = target.stop(
-            &previous.container,
-            session.loaded.config.deploy.stop_timeout.get(),
-        );
+        // As the plan's stop step does it (the target's retire).
+        let stop = target.retire(&previous.container);
         let _ = tokio::time::timeout(Duration::from_secs(1), stop).await;
     }
 }
