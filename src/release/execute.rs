@@ -1,6 +1,7 @@
-//! The interpreter: walks the plan's steps after the lock and, when one fails, the plan's failure
-//! branch (`Plan::on_failure`: switch back, stop the new release, record why, release the lock,
-//! hooks, notifications). Every step it walks is logged in the session, so a run's executed steps
+//! The interpreter: walks the plan's steps (tests, build, push and the lock; then, planned again
+//! under the lock, everything after it) and, when one fails, the plan's failure branch
+//! (`Plan::on_failure`: switch back, stop the new release, record why, release the lock, hooks,
+//! notifications; before the lock only what follows its release). Every step it walks is logged in the session, so a run's executed steps
 //! can be compared with its dry-run. Every operation on the releases goes through a
 //! `DeployTarget` (`target.rs`); the interpreter itself names no host or engine.
 

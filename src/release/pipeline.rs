@@ -1,5 +1,6 @@
-//! The pipeline of a deploy: prerequisites, tests and the build before the lock (nothing on the
-//! host that serves changes), then the lock and the locked part planned again from what is there.
+//! The pipeline of a deploy: the prerequisites, then the interpreter over the plan up to its lock
+//! (tests, build, push: nothing on the host that serves changes), then the part after the lock,
+//! planned again from what is there under it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
