@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::cli::{Global, LockCommand};
 use crate::engine::Engine;
 use crate::error::ExitCode;
-use crate::host::{engine_err, ensure_proxy_image};
+use crate::host::engine_err;
 use crate::lock;
 use crate::names::Names;
 use crate::output::Output;
@@ -29,30 +29,7 @@ pub async fn lock(g: &Global, out: &Output, cmd: LockCommand) -> anyhow::Result<
     let stale_after = loaded.config.deploy.lock_stale_after.get();
     match cmd {
         LockCommand::Acquire { reason } => {
-            for (i, h) in hosts.iter().enumerate() {
-                let image = ensure_proxy_image(&h.engine, &loaded.config).await?;
-                let taken = lock::acquire(
-                    &h.engine,
-                    &names,
-                    &image,
-                    &reason,
-                    std::time::Duration::ZERO,
-                    stale_after,
-                    true,
-                    &g.config,
-                )
-                .await;
-                if let Err(e) = taken {
-                    for earlier in &hosts[..i] {
-                        let _ = lock::release(&earlier.engine, &names, true).await;
-                    }
-                    return Err(if fleet {
-                        e.context(format!("on {}", h.address))
-                    } else {
-                        e
-                    });
-                }
-            }
+            super::lock_every_host(&hosts, &loaded, &reason, true).await?;
             let where_ = if fleet {
                 format!(" on {} hosts", hosts.len())
             } else {

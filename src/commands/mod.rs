@@ -118,6 +118,46 @@ pub async fn connect_builder(loaded: &Loaded) -> anyhow::Result<Option<DockerEng
         .map_err(engine_err)
 }
 
+/// Takes the deploy lock of every host, in the configured order, all or nothing: when one
+/// cannot be taken, the ones taken are released and the error names that host (on a fleet).
+/// `manual`: a lock of `lock acquire`, which outlives the command.
+pub async fn lock_every_host(
+    hosts: &[HostEngine],
+    loaded: &Loaded,
+    reason: &str,
+    manual: bool,
+) -> anyhow::Result<()> {
+    let names = crate::names::Names::new(&loaded.config.app.name, &loaded.env);
+    for (i, h) in hosts.iter().enumerate() {
+        let taken = async {
+            let image = crate::host::ensure_proxy_image(&h.engine, &loaded.config).await?;
+            crate::lock::acquire(
+                &h.engine,
+                &names,
+                &image,
+                reason,
+                std::time::Duration::ZERO,
+                loaded.config.deploy.lock_stale_after.get(),
+                manual,
+                &loaded.files[0],
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = taken {
+            for earlier in &hosts[..i] {
+                let _ = crate::lock::release(&earlier.engine, &names, manual).await;
+            }
+            return Err(if hosts.len() > 1 {
+                e.context(format!("on {}", h.address))
+            } else {
+                e
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The session of a run over `engines`: the first host leads, the others form its fleet;
 /// `builder` builds the image when `build.local` is set.
 pub fn session<'a>(

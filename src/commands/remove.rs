@@ -1,14 +1,13 @@
 //! `deployctl remove`: confirmation, the deploy lock, then everything of one environment.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::time::Duration;
 
 use serde_json::json;
 
 use crate::cli::{Global, RemoveArgs};
 use crate::engine::Engine;
 use crate::error::{Error, ExitCode};
-use crate::host::{engine_err, ensure_proxy_image};
+use crate::host::engine_err;
 use crate::lock;
 use crate::names::Names;
 use crate::output::Output;
@@ -40,30 +39,18 @@ pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Resul
     // A deploy holding the lock would die half-way: take the lock first (or refuse, naming the
     // holder), unless --force; on a fleet every host's, in order, before anything is removed.
     // The lock goes with everything else.
-    let mut locked: Vec<&super::HostEngine> = Vec::new();
-    if !args.force {
-        for h in &hosts {
-            if let Err(e) = take_lock(&h.engine, &loaded, &names, g).await {
-                for l in &locked {
-                    let _ = lock::release(&l.engine, &names, false).await;
-                }
-                let e = if fleet {
-                    e.context(format!("on {}", h.address))
-                } else {
-                    e
-                };
-                if matches!(Error::find(&e), Some(Error::Locked { .. })) {
-                    return Err(Error::Locked {
-                        message: format!(
-                            "{e:#}\n  nothing was removed; `deployctl remove --yes --force` removes it anyway (a deploy in progress then fails)"
-                        ),
-                    }
-                    .into());
-                }
-                return Err(e);
+    if !args.force
+        && let Err(e) = super::lock_every_host(&hosts, &loaded, "remove", false).await
+    {
+        if matches!(Error::find(&e), Some(Error::Locked { .. })) {
+            return Err(Error::Locked {
+                message: format!(
+                    "{e:#}\n  nothing was removed; `deployctl remove --yes --force` removes it anyway (a deploy in progress then fails)"
+                ),
             }
-            locked.push(h);
+            .into());
         }
+        return Err(e);
     }
     let mut removed = Vec::new();
     for h in &hosts {
@@ -71,8 +58,10 @@ pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Resul
             Ok(r) if fleet => removed.extend(r.into_iter().map(|x| format!("{}: {x}", h.address))),
             Ok(r) => removed.extend(r),
             Err(e) => {
-                for l in &locked {
-                    let _ = lock::release(&l.engine, &names, false).await;
+                if !args.force {
+                    for h in &hosts {
+                        let _ = lock::release(&h.engine, &names, false).await;
+                    }
                 }
                 return Err(if fleet {
                     e.context(format!("on {}", h.address))
@@ -92,24 +81,4 @@ pub async fn remove(g: &Global, out: &Output, args: RemoveArgs) -> anyhow::Resul
         json!({ "removed": removed }),
     );
     Ok(ExitCode::Ok)
-}
-
-async fn take_lock(
-    engine: &dyn Engine,
-    loaded: &crate::config::Loaded,
-    names: &Names,
-    g: &Global,
-) -> anyhow::Result<()> {
-    let image = ensure_proxy_image(engine, &loaded.config).await?;
-    lock::acquire(
-        engine,
-        names,
-        &image,
-        "remove",
-        Duration::ZERO,
-        loaded.config.deploy.lock_stale_after.get(),
-        false,
-        &g.config,
-    )
-    .await
 }

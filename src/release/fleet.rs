@@ -60,7 +60,7 @@ pub struct Fleet<'s, 'a> {
     members: Vec<Member<'s, 'a>>,
     parallel: usize,
     state: Mutex<Vec<HostState>>,
-    /// The plan's new release (the first host's view), to tell a switch from a switch back.
+    /// When the fleet's switch to the new release began: the report's switch offsets count from it.
     first_switch: Mutex<Option<Instant>>,
 }
 
